@@ -1,0 +1,1 @@
+"""One module per ``facedrop`` sub-command: a docstring, ``add_arguments`` and ``run``."""

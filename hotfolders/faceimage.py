@@ -1,0 +1,134 @@
+"""Aligned face images: PNG files that carry their own metadata in an iTXt chunk.
+
+The metadata (source file and its sha256, frame and face index, landmarks in face space...)
+is what ties a face to its alignments entry, so renaming a face file, or sorting a folder,
+breaks nothing. Reading the metadata never decodes the pixels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+META_KEY = "facedrop"
+FACE_META_VERSION = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def face_name(source_stem: str, frame: int, face: int) -> str:
+    """The extraction name of a face, the one ``clean`` restores after sorting."""
+    return f"{source_stem}_{frame:06d}_{face}.png"
+
+
+def face_key(meta: dict[str, Any]) -> tuple[str, int, int]:
+    """What identifies a face across renames: (source sha256, frame index, face index)."""
+    return meta["source_sha256"], int(meta["frame"]), int(meta["face"])
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _itxt(keyword: str, text: str) -> bytes:
+    # keyword \0 compression-flag compression-method language-tag \0 translated-keyword \0 text
+    payload = keyword.encode("latin-1") + b"\x00\x01\x00" + b"\x00" + b"\x00" + zlib.compress(
+        text.encode("utf-8"), 6)
+    return _chunk(b"iTXt", payload)
+
+
+def encode_face(image: np.ndarray, meta: dict[str, Any], compression: int = 1) -> bytes:
+    """PNG bytes of an RGB (or single-channel) image with ``meta`` in an iTXt chunk."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    png = buffer.tobytes()
+    meta = {"version": FACE_META_VERSION, **meta}
+    chunk = _itxt(META_KEY, json.dumps(meta, separators=(",", ":")))
+    # IHDR is always first and 25 bytes long (8 + 4 + 4 + 13 + 4 after the signature)
+    cut = len(_PNG_SIGNATURE) + 25
+    return png[:cut] + chunk + png[cut:]
+
+
+def write_face(path: str | Path, image: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees a half-written face."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(encode_face(image, meta))
+    os.replace(tmp, path)
+
+
+def read_meta_bytes(data: bytes, path: Path | None = None) -> dict[str, Any]:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise InputError(path, "not a PNG file")
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"iTXt":
+            keyword, _, rest = body.partition(b"\x00")
+            if keyword == META_KEY.encode():
+                compressed = rest[0] == 1
+                _lang, _, rest = rest[2:].partition(b"\x00")
+                _translated, _, text = rest.partition(b"\x00")
+                try:
+                    raw = zlib.decompress(text) if compressed else text
+                    meta = json.loads(raw.decode("utf-8"))
+                except (zlib.error, UnicodeDecodeError, json.JSONDecodeError):
+                    raise InputError(path, "facedrop metadata in the PNG is corrupt") from None
+                if not isinstance(meta, dict) or "source_sha256" not in meta:
+                    raise InputError(path, "facedrop metadata in the PNG is incomplete")
+                return meta
+        if kind in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    raise InputError(path, "PNG has no facedrop metadata (not extracted by facedrop?)")
+
+
+def read_face_meta(path: str | Path) -> dict[str, Any]:
+    """Only the metadata (reads the file's head, never decodes pixels)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+            meta_end = head.find(b"IDAT")
+            if meta_end < 0:  # metadata larger than the first read: take the whole file
+                head += fh.read()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    return read_meta_bytes(head, path)
+
+
+def read_face(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels (RGB uint8) and metadata of a face image."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    meta = read_meta_bytes(data, path)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(path, "PNG pixels are unreadable (truncated?)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), meta
+
+
+def list_faces(folder: str | Path) -> list[Path]:
+    """PNG files of a folder, sorted by name, skipping hidden and temporary files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == ".png" and not p.name.startswith("."))

@@ -1,0 +1,274 @@
+"""Reading frames from videos and still images, and writing H.264 mp4 files, with PyAV.
+
+One module owns every touch of a media container so that the stages never deal with codecs,
+rotation metadata or audio streams themselves.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_media(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a stage needs to know about its input before decoding it."""
+
+    path: Path
+    width: int  # after rotation
+    height: int
+    fps: Fraction
+    frames: int  # exact when the container says so, else estimated from the duration
+    duration: float
+    rotation: int  # degrees the picture is turned for display (0, 90, 180, 270)
+    has_audio: bool
+    is_image: bool = False
+
+
+@dataclass
+class Frame:
+    index: int
+    timestamp: float
+    image: np.ndarray  # HxWx3 uint8 RGB, rotation already applied
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, f"not a readable video ({_reason(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(path, "has no video stream")
+    return container
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # PyAV repeats the file name in its messages; the caller already names the file
+    return text.split(": '", 1)[0].rstrip(";:")
+
+
+def _stream_rotation(stream) -> int:
+    """Rotation from the display matrix or the legacy ``rotate`` tag, as 0/90/180/270."""
+    rotate = stream.metadata.get("rotate")
+    if rotate is not None:
+        try:
+            return int(float(rotate)) % 360
+        except ValueError:
+            pass
+    side = getattr(stream, "side_data", None)
+    if side:
+        for key in ("DISPLAYMATRIX", "displaymatrix"):
+            if key in side:
+                try:
+                    return int(round(-float(side[key]))) % 360
+                except (TypeError, ValueError):
+                    pass
+    return 0
+
+
+def _frame_rotation(frame, fallback: int) -> int:
+    rotation = getattr(frame, "rotation", None)  # PyAV >= 14 reads the display matrix
+    if rotation is None:
+        return fallback
+    return int(-rotation) % 360
+
+
+def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn the decoded picture so it displays upright (clockwise ``rotation`` degrees)."""
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe a video or image; raises :class:`InputError` for anything unreadable."""
+    path = Path(path)
+    if is_image(path):
+        image = read_image(path)
+        h, w = image.shape[:2]
+        return VideoInfo(path, w, h, Fraction(1), 1, 0.0, 0, False, True)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / 1_000_000
+        frames = int(stream.frames or 0) or int(round(duration * float(fps)))
+        rotation = _stream_rotation(stream)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if rotation in (90, 270):
+            width, height = height, width
+        if width <= 0 or height <= 0:
+            raise InputError(path, "video stream has no picture size (corrupt header?)")
+        return VideoInfo(path, width, height, Fraction(fps), frames, duration, rotation,
+                         bool(container.streams.audio))
+    finally:
+        container.close()
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A still image as RGB uint8; EXIF orientation honoured."""
+    import cv2
+
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(path, "not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_frames(path: str | Path, every_n: int = 1) -> Iterator[Frame]:
+    """Yield every ``every_n``-th frame (index counted over all decoded frames), upright RGB.
+
+    Frames that are skipped are still decoded (video codecs need them) but never converted
+    to RGB, which is where most of the per-frame cost of a skipped frame would go.
+    """
+    import av
+
+    path = Path(path)
+    if every_n < 1:
+        raise ValueError("every_n must be >= 1")
+    if is_image(path):
+        yield Frame(0, 0.0, read_image(path))
+        return
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fallback_rotation = _stream_rotation(stream)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if index % every_n == 0:
+                    ts = float(frame.time) if frame.time is not None else index / fps
+                    image = frame.to_ndarray(format="rgb24")
+                    yield Frame(index, ts, _rotate(image, _frame_rotation(frame, fallback_rotation)))
+                index += 1
+        except av.error.FFmpegError as exc:
+            raise InputError(path, f"unreadable frame {index} ({_reason(exc)})") from None
+        if index == 0:
+            raise InputError(path, "no decodable video frames (truncated or corrupt)")
+    finally:
+        container.close()
+
+
+class VideoWriter:
+    """Write RGB frames as H.264 (yuv420p) mp4, optionally copying audio from a source file.
+
+    Audio packets are copied unchanged (no re-encode), as faceswap's ffmpeg writer does, so the
+    swapped video carries exactly the source's sound.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | float,
+                 *, audio_from: str | Path | None = None, crf: int = 18, preset: str = "veryfast",
+                 metadata: dict[str, str] | None = None, threads: int = 0) -> None:
+        import av
+
+        self.path = Path(path)
+        self._av = av
+        self.container = av.open(str(self.path), mode="w", format="mp4")
+        for key, value in (metadata or {}).items():
+            self.container.metadata[key] = value
+        rate = Fraction(fps).limit_denominator(100000)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width = width - width % 2
+        self.stream.height = height - height % 2
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.codec_context.time_base = 1 / rate
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        if threads:
+            self.stream.codec_context.thread_count = threads
+        self.stream.thread_type = "AUTO"
+        self._source = None
+        self._audio_in = None
+        self._audio_out = None
+        if audio_from is not None:
+            self._source = av.open(str(audio_from))
+            if self._source.streams.audio:
+                self._audio_in = self._source.streams.audio[0]
+                self._audio_out = self.container.add_stream_from_template(self._audio_in)
+        self._pts = 0
+
+    def write(self, image: np.ndarray) -> None:
+        h, w = self.stream.height, self.stream.width
+        if image.shape[0] != h or image.shape[1] != w:
+            image = image[:h, :w]
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = self._pts
+        self._pts += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        if self._audio_in is not None:
+            for packet in self._source.demux(self._audio_in):
+                if packet.dts is None:
+                    continue
+                packet.stream = self._audio_out
+                self.container.mux(packet)
+        if self._source is not None:
+            self._source.close()
+        self.container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:  # leave no half-written container open; the caller removes the temp file
+            try:
+                self.container.close()
+            finally:
+                if self._source is not None:
+                    self._source.close()
+
+
+def even(value: int) -> int:
+    return value - value % 2
+
+
+def fps_of(info: VideoInfo) -> float:
+    return float(info.fps) if info.fps else 25.0
+
+
+def frame_count_hint(info: VideoInfo, every_n: int) -> int:
+    return max(1, math.ceil(info.frames / every_n)) if info.frames else 0
