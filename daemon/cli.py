@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from hotfolders import quiet
 
     quiet.silence(verbose)
+    quiet.filter_native_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):

@@ -27,7 +27,7 @@ from .faceimage import face_name, write_face
 from .landmarks import Detection, FaceLandmarker, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .smoothing import TrackSmoother
-from .video import VideoInfo, is_image, probe, read_frames
+from .video import VideoInfo, is_image, prefetch, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,19 @@ def _face_meta(entry: al.FaceEntry, source: Path, sha: str, frame: int, face: in
     }
 
 
-def _write_one(path: Path, frame: np.ndarray, entry: al.FaceEntry, meta: dict) -> None:
-    write_face(path, warp(frame, entry.matrix, entry.size), meta)
+def _process_face(frame: np.ndarray, det: Detection, size: int, padding: float,
+                  source: Path, sha: str, index: int, face: int, timestamp: float,
+                  staging: Path | None) -> al.FaceEntry:
+    """Alignments entry (and, for training sets, the face PNG) of one detection.
+
+    Runs on the writer pool so that only face detection stays on the main thread.
+    """
+    entry = face_record(det.landmarks, det.mesh, size, padding)
+    if staging is not None:
+        name = face_name(source.stem, index, face)
+        meta = _face_meta(entry, source, sha, index, face, timestamp, padding, name)
+        write_face(staging / name, warp(frame, entry.matrix, entry.size), meta)
+    return entry
 
 
 def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, size: int = 512,
@@ -140,43 +151,44 @@ def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, si
         staging.mkdir()
     expected = -(-info.frames // every_n) if info.frames else 0
     smoother = TrackSmoother() if smooth else None
-    pending: list[Future] = []
+    pending: list[tuple[int, float, list[Future]]] = []
+
+    def settle(limit: int) -> None:
+        # keep memory bounded: at most ``limit`` frames' faces in flight, added in order
+        while len(pending) > limit:
+            index, timestamp, futures = pending.pop(0)
+            result.add(index, timestamp, [f.result() for f in futures])
+
     ok = False
     try:
         with FaceLandmarker(video=not still, max_faces=max_faces) as landmarker, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="face-writer") as pool:
-            for frame in read_frames(source, every_n):
+            for frame in prefetch(read_frames(source, every_n)):
                 summary.frames_read += 1
                 detections = landmarker.detect(frame.image)
                 if smoother is not None and detections:
                     meshes = smoother([d.mesh for d in detections], frame.timestamp,
                                       [d.size for d in detections])
                     detections = [Detection(m) for m in meshes]
-                faces: list[al.FaceEntry] = []
+                kept = []
                 for det in detections:
                     reason = plausibility(det, frame.image.shape, min_size)
                     if reason:
                         summary.rejected[reason] += 1
-                        continue
-                    faces.append(face_record(det.landmarks, det.mesh, size, padding))
-                if faces:
+                    else:
+                        kept.append(det)
+                if kept:
                     summary.frames_with_faces += 1
-                    result.add(frame.index, frame.timestamp, faces)
-                    if write_faces:
-                        for i, entry in enumerate(faces):
-                            name = face_name(source.stem, frame.index, i)
-                            meta = _face_meta(entry, source, sha, frame.index, i,
-                                              frame.timestamp, padding, name)
-                            pending.append(pool.submit(_write_one, staging / name, frame.image,
-                                                       entry, meta))
-                    summary.faces_written += len(faces)
-                # keep memory bounded: at most a few frames' faces in flight
-                while len(pending) > 8:
-                    pending.pop(0).result()
+                    summary.faces_written += len(kept)
+                    pending.append((frame.index, frame.timestamp, [
+                        pool.submit(_process_face, frame.image, det, size, padding, source, sha,
+                                    frame.index, i, frame.timestamp,
+                                    staging if write_faces else None)
+                        for i, det in enumerate(kept)]))
+                    settle(8)
                 if progress:
                     progress(summary.frames_read, expected)
-            for fut in pending:
-                fut.result()
+            settle(0)
         if summary.faces_written == 0:
             detail = ", ".join(f"{n} rejected as {r}" for r, n in summary.rejected.items())
             raise InputError(source, f"no usable face found in {summary.frames_read} frame(s)"
@@ -192,7 +204,7 @@ def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, si
         if not ok:
             log.debug("extraction of %s did not finish; nothing was kept", source)
     summary.seconds = time.perf_counter() - started
-    log.info(summary.describe())
+    log.debug(summary.describe())
     return summary
 
 

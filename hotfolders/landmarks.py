@@ -106,22 +106,29 @@ class FaceLandmarker:
 
     def __init__(self, video: bool = True, max_faces: int = 4,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5) -> None:
-        import mediapipe as mp
+        with quiet.native_stderr_hidden():
+            import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence,
-        )
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=not video,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence,
+            )
+        self._warm = False
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 frame, in MediaPipe's (tracking-stable) order."""
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
         image.flags.writeable = False
-        result = self._mesh.process(image)
+        if self._warm:
+            result = self._mesh.process(image)
+        else:  # the graph logs its set-up on the first frame
+            with quiet.native_stderr_hidden():
+                result = self._mesh.process(image)
+            self._warm = True
         if not result.multi_face_landmarks:
             return []
         faces = []

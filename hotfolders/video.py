@@ -70,7 +70,10 @@ def _open(path: Path):
 
 
 def _reason(exc: BaseException) -> str:
+    import re
+
     text = str(exc).strip() or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
     # PyAV repeats the file name in its messages; the caller already names the file
     return text.split(": '", 1)[0].rstrip(";:")
 
@@ -184,8 +187,56 @@ def read_frames(path: str | Path, every_n: int = 1) -> Iterator[Frame]:
             raise InputError(path, f"unreadable frame {index} ({_reason(exc)})") from None
         if index == 0:
             raise InputError(path, "no decodable video frames (truncated or corrupt)")
+        declared = int(stream.frames or 0)
+        if declared and index < declared - 1:
+            raise InputError(path, f"truncated: only {index} of {declared} frames could be read")
     finally:
         container.close()
+
+
+def prefetch(frames: Iterator[Frame], depth: int = 6) -> Iterator[Frame]:
+    """Run a frame iterator in a background thread so decoding overlaps the caller's work.
+
+    PyAV and NumPy release the GIL while they decode and convert, so on two cores this hides
+    most of the decode time behind face detection. Exceptions are re-raised in the caller.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for item in frames:
+                if stop.is_set():
+                    break
+                q.put(item)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=worker, name="decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        if hasattr(frames, "close"):
+            frames.close()
 
 
 class VideoWriter:

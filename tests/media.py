@@ -50,14 +50,14 @@ class Motion:
 
 
 def frame_matrix(motion: Motion, t: float, photo_shape: tuple[int, int],
-                 canvas: tuple[int, int]) -> np.ndarray:
+                 canvas: tuple[int, int], zoom: float = 1.0) -> np.ndarray:
     """2x3 matrix photo -> canvas at time ``t``: centre the photo, then rotate/scale/shift."""
     import cv2
 
     ph, pw = photo_shape[:2]
     ch, cw = canvas
     centre = (pw / 2.0, ph / 2.0)
-    m = cv2.getRotationMatrix2D(centre, motion.angle(t), motion.scale(t))
+    m = cv2.getRotationMatrix2D(centre, motion.angle(t), motion.scale(t) * zoom)
     m[0, 2] += cw / 2.0 - pw / 2.0 + motion.dx(t)
     m[1, 2] += ch / 2.0 - ph / 2.0 + motion.dy(t)
     return m
@@ -65,8 +65,8 @@ def frame_matrix(motion: Motion, t: float, photo_shape: tuple[int, int],
 
 def render_frames(face: str = "astronaut", seconds: float = 2.0, fps: int = 25,
                   size: tuple[int, int] = (640, 480), motion: Motion | None = None,
-                  background: int = 40) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (RGB) and their photo->frame matrices."""
+                  background: int = 40, zoom: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames (RGB) and their photo->frame matrices; ``zoom`` enlarges the photo."""
     import cv2
 
     photo = load_face(face)
@@ -74,7 +74,7 @@ def render_frames(face: str = "astronaut", seconds: float = 2.0, fps: int = 25,
     w, h = size
     frames, matrices = [], []
     for i in range(int(round(seconds * fps))):
-        m = frame_matrix(motion, i / fps, photo.shape, (h, w))
+        m = frame_matrix(motion, i / fps, photo.shape, (h, w), zoom)
         frame = cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(background,) * 3)
         frames.append(frame)
@@ -121,8 +121,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, audio_hz: f
 
 def make_video(path: Path, face: str = "astronaut", seconds: float = 2.0, fps: int = 25,
                size: tuple[int, int] = (640, 480), motion: Motion | None = None,
-               audio_hz: float | None = 440.0) -> tuple[Path, list[np.ndarray]]:
+               audio_hz: float | None = 440.0, zoom: float = 1.0) -> tuple[Path, list[np.ndarray]]:
     """A test video of ``face`` with known motion; returns its path and per-frame matrices."""
-    frames, matrices = render_frames(face, seconds, fps, size, motion)
+    frames, matrices = render_frames(face, seconds, fps, size, motion, zoom=zoom)
     write_video(path, frames, fps, audio_hz)
     return path, matrices

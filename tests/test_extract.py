@@ -1,0 +1,144 @@
+"""Extraction on real faces with known motion: landmarks, alignment, masks, files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hotfolders import alignments as al
+from hotfolders.align import crop_matrix, transform_points, warp
+from hotfolders.faceimage import face_key, list_faces, read_face, read_face_meta
+from hotfolders.landmarks import FaceLandmarker
+from hotfolders.masks import landmark_mask
+
+
+@pytest.fixture(scope="module")
+def photo_landmarks():
+    """Landmarks of the still astronaut photo: the ground truth before motion."""
+    from media import load_face
+
+    with FaceLandmarker(video=False) as fl:
+        (det,) = fl.detect(load_face("astronaut"))
+    return det
+
+
+def test_landmarks_follow_known_motion(astronaut_video, astronaut_faces, photo_landmarks):
+    _, matrices = astronaut_video
+    data = al.load(astronaut_faces / al.ALIGNMENTS_NAME)
+    assert len(data.frames) == len(matrices) == 50
+    iod = photo_landmarks.interocular
+    errors = []
+    for index, _ts, faces in data:
+        assert len(faces) == 1
+        expected = transform_points(photo_landmarks.landmarks, matrices[index])
+        scale = float(np.sqrt(abs(np.linalg.det(matrices[index][:, :2]))))
+        err = np.linalg.norm(faces[0].landmarks - expected, axis=1).mean() / (iod * scale)
+        errors.append(err)
+    # the motion spans +-8 degrees, +-12 % scale and +-40 px: a landmarker that ignored it
+    # would be off by far more than 5 % of the inter-ocular distance
+    assert max(errors) < 0.05, f"worst frame error {max(errors):.3f} of the inter-ocular distance"
+    assert float(np.mean(errors)) < 0.03
+
+
+def test_aligned_crops_of_moving_face_agree(astronaut_faces):
+    crops = {}
+    for path in list_faces(astronaut_faces):
+        image, meta = read_face(path)
+        crops[meta["frame"]] = image.astype(np.float32)
+    assert len(crops) == 50
+    reference = crops[0]
+    centre = (slice(24, 104), slice(24, 104))  # the face, not the warped border
+    diffs = [np.abs(crops[i][centre] - reference[centre]).mean() for i in crops]
+    # frame 0 vs each frame: the same face after -8..8 deg, 0.88..1.12 scale and shifts
+    assert max(diffs) < 12.0, f"aligned crops differ by up to {max(diffs):.1f}/255"
+    unaligned = np.abs(np.roll(reference, 6, axis=1)[centre] - reference[centre]).mean()
+    assert unaligned > max(diffs), "alignment must beat a 6-pixel misregistration"
+
+
+def test_masks_cover_face_parts_and_extended_reaches_higher(astronaut_faces):
+    path = list_faces(astronaut_faces)[0]
+    _, meta = read_face(path)
+    lm = np.asarray(meta["landmarks"], np.float32)
+    mesh = np.asarray(meta["mesh"], np.float32)
+    size = meta["size"]
+    masks = {k: landmark_mask(k, lm, size, mesh) for k in ("components", "extended", "mesh")}
+    for kind, mask in masks.items():
+        for part in (range(36, 48), range(27, 36), range(48, 68)):  # eyes, nose, mouth
+            pts = np.round(lm[list(part)]).astype(int)
+            inside = mask[pts[:, 1].clip(0, size - 1), pts[:, 0].clip(0, size - 1)] > 127
+            assert inside.mean() > 0.9, f"{kind} misses a face part"
+    top = {k: np.argmax(m.max(axis=1) > 127) for k, m in masks.items()}
+    assert top["extended"] < top["components"] - 1
+    assert masks["extended"].sum() > masks["components"].sum()
+
+
+def test_alignments_store_masks_that_match_the_faces(astronaut_faces):
+    data = al.load(astronaut_faces / al.ALIGNMENTS_NAME)
+    face = data.faces(0)[0]
+    assert set(face.masks) == {"components", "extended", "mesh"}
+    small, matrix = face.mask("extended")
+    assert small.shape == (al.MASK_STORE_SIZE, al.MASK_STORE_SIZE)
+    # the stored mask's matrix is the face matrix scaled to the mask size
+    np.testing.assert_allclose(matrix[:, :2] * face.size / al.MASK_STORE_SIZE,
+                               face.matrix[:, :2], rtol=1e-4)
+    assert 0.15 < (small > 127).mean() < 0.7
+
+
+def test_face_metadata_and_renamed_faces_still_match(astronaut_faces, tmp_path):
+    import shutil
+
+    data = al.load(astronaut_faces / al.ALIGNMENTS_NAME)
+    for i, path in enumerate(list_faces(astronaut_faces)[:5]):
+        target = tmp_path / f"renamed_{i}.png"
+        shutil.copy(path, target)
+        meta = read_face_meta(target)
+        assert meta["original_name"] == path.name
+        sha, frame, face = face_key(meta)
+        assert sha == data.source["sha256"]
+        entry = data.faces(frame)[face]
+        # the face-space landmarks are the frame landmarks moved by the stored matrix
+        np.testing.assert_allclose(transform_points(entry.landmarks, entry.matrix),
+                                   meta["landmarks"], atol=0.02)
+
+
+def test_crop_matrix_places_the_face_upright(photo_landmarks):
+    from media import load_face
+
+    photo = load_face("astronaut")
+    m = crop_matrix(photo_landmarks.landmarks, 128)
+    crop = warp(photo, m, 128)
+    assert crop.shape == (128, 128, 3)
+    lm = transform_points(photo_landmarks.landmarks, m)
+    eyes_y = lm[36:48, 1]
+    assert abs(lm[36:42, 1].mean() - lm[42:48, 1].mean()) < 3.0  # eyes level (her head is tilted)
+    assert 30 < eyes_y.mean() < 64 and lm[8, 1] < 128  # eyes in the upper half, chin inside
+
+
+def test_still_image_extraction(tmp_path):
+    from hotfolders.extract import extract
+    from media import grace_hopper_path
+
+    summary = extract(grace_hopper_path(), tmp_path / "out", size=128)
+    assert summary.frames_read == 1 and summary.faces_written == 1
+    data = al.load(tmp_path / "out" / al.ALIGNMENTS_NAME)
+    assert data.settings["smoothing"] is False
+    (face,) = list_faces(tmp_path / "out")
+    assert face.name == "grace_hopper_000000_0.png"
+
+
+def test_every_n_keeps_every_nth_frame(astronaut_video, tmp_path):
+    from hotfolders.extract import extract
+
+    summary = extract(astronaut_video[0], tmp_path / "out", every_n=4, size=64)
+    data = al.load(tmp_path / "out" / al.ALIGNMENTS_NAME)
+    assert sorted(data.frames) == list(range(0, 50, 4))
+    assert summary.frames_read == 13 and summary.faces_written == 13
+
+
+def test_min_size_rejects_small_faces_and_says_why(astronaut_video, tmp_path):
+    from hotfolders.errors import InputError
+    from hotfolders.extract import extract
+
+    with pytest.raises(InputError, match=r"no usable face .*too small"):
+        extract(astronaut_video[0], tmp_path / "out", every_n=10, size=64, min_size=1000)
+    assert not (tmp_path / "out" / al.ALIGNMENTS_NAME).exists()
+    assert not [p for p in (tmp_path / "out").iterdir()]
