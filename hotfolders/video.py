@@ -113,6 +113,8 @@ def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
 
 def probe(path: str | Path) -> VideoInfo:
     """Describe a video or image; raises :class:`InputError` for anything unreadable."""
+    import av
+
     path = Path(path)
     if is_image(path):
         image = read_image(path)
@@ -129,6 +131,11 @@ def probe(path: str | Path) -> VideoInfo:
             duration = container.duration / 1_000_000
         frames = int(stream.frames or 0) or int(round(duration * float(fps)))
         rotation = _stream_rotation(stream)
+        try:  # the display matrix travels with decoded frames; one frame tells
+            first = next(container.decode(stream))
+            rotation = _frame_rotation(first, rotation)
+        except (StopIteration, av.error.FFmpegError):
+            raise InputError(path, "no decodable video frames (truncated or corrupt)") from None
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation in (90, 270):
             width, height = height, width

@@ -126,3 +126,26 @@ def make_video(path: Path, face: str = "astronaut", seconds: float = 2.0, fps: i
     frames, matrices = render_frames(face, seconds, fps, size, motion, zoom=zoom)
     write_video(path, frames, fps, audio_hz)
     return path, matrices
+
+
+def set_display_rotation(path: Path, clockwise: int = 90) -> Path:
+    """Mark an mp4 as "turn ``clockwise`` degrees for display" in its track header matrix.
+
+    Phones store portrait video sideways plus this matrix; a reader that ignores it sees the
+    faces lying on their side.
+    """
+    import struct
+
+    raw = bytearray(Path(path).read_bytes())
+    at = raw.find(b"tkhd")
+    assert at > 0 and raw[at + 4] == 0, "expects a version-0 track header"
+    # size+type, version/flags, creation, modification, track id, reserved, duration,
+    # reserved(8), layer, alternate group, volume, reserved -> the 3x3 matrix (16.16 / 2.30)
+    offset = at + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 2 + 2 + 2 + 2
+    one = 0x10000
+    matrices = {90: (0, one, 0, -one, 0, 0, 0, 0, 0x40000000),
+                180: (-one, 0, 0, 0, -one, 0, 0, 0, 0x40000000),
+                270: (0, -one, 0, one, 0, 0, 0, 0, 0x40000000)}
+    raw[offset:offset + 36] = struct.pack(">9i", *matrices[clockwise % 360])
+    Path(path).write_bytes(bytes(raw))
+    return Path(path)

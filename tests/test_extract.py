@@ -142,3 +142,50 @@ def test_min_size_rejects_small_faces_and_says_why(astronaut_video, tmp_path):
         extract(astronaut_video[0], tmp_path / "out", every_n=10, size=64, min_size=1000)
     assert not (tmp_path / "out" / al.ALIGNMENTS_NAME).exists()
     assert not [p for p in (tmp_path / "out").iterdir()]
+
+
+def test_rotation_metadata_is_honoured(tmp_path, photo_landmarks):
+    """A phone-style video stored sideways with a display matrix is read upright."""
+    from hotfolders.extract import extract
+    from hotfolders.video import probe, read_frames
+    from media import Motion, render_frames, set_display_rotation, write_video
+
+    still = Motion(angle=lambda t: 0.0, scale=lambda t: 1.0, dx=lambda t: 0.0, dy=lambda t: 0.0)
+    frames, matrices = render_frames(seconds=0.4, size=(480, 640), motion=still)
+    stored = [np.ascontiguousarray(np.rot90(f, 1)) for f in frames]  # lying on its side
+    path = set_display_rotation(write_video(tmp_path / "phone.mp4", stored, audio_hz=None), 90)
+    info = probe(path)
+    assert (info.width, info.height, info.rotation) == (480, 640, 90)
+    first = next(iter(read_frames(path))).image
+    assert first.shape == (640, 480, 3)
+    assert np.abs(first.astype(int) - frames[0]).mean() < 6
+    extract(path, tmp_path / "out", size=64)
+    data = al.load(tmp_path / "out" / al.ALIGNMENTS_NAME)
+    expected = transform_points(photo_landmarks.landmarks, matrices[0])
+    err = np.linalg.norm(data.faces(0)[0].landmarks - expected, axis=1).mean()
+    assert err < 0.05 * photo_landmarks.interocular
+
+
+@pytest.mark.parametrize("container,codec", [("mkv", "libx264"), ("webm", "libvpx-vp9"),
+                                             ("avi", "mpeg4"), ("mov", "libx264")])
+def test_common_containers(tmp_path, container, codec):
+    import av
+
+    from hotfolders.extract import extract
+    from media import render_frames
+
+    frames, _ = render_frames(seconds=0.32, size=(320, 320), background=90, zoom=0.6)
+    frames = [np.ascontiguousarray(f) for f in frames]
+    path = tmp_path / f"clip.{container}"
+    fmt = {"mkv": "matroska"}.get(container, container)
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 320, "yuv420p"
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    summary = extract(path, tmp_path / "out", size=64, min_size=20)
+    assert summary.frames_read == len(frames) == 8
+    assert summary.faces_written >= 6
