@@ -151,13 +151,20 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int],
-         border: int | None = None) -> np.ndarray:
-    """Warp ``image`` by ``matrix`` into a ``size`` output (area filter when shrinking)."""
+         border: int | None = None, fast: bool = False) -> np.ndarray:
+    """Warp ``image`` by ``matrix`` into a ``size`` output.
+
+    Area filter when shrinking; bicubic when enlarging, or bilinear with ``fast`` (about five
+    times cheaper; extraction uses it, since training shrinks the crops again anyway).
+    """
     import cv2
 
     w, h = (size, size) if isinstance(size, int) else (size[1], size[0])
     scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2]))))
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC
+    if scale < 1.0:
+        interp = cv2.INTER_AREA
+    else:
+        interp = cv2.INTER_LINEAR if fast else cv2.INTER_CUBIC
     mode = cv2.BORDER_REFLECT if border is None else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (w, h), flags=interp,
                           borderMode=mode, borderValue=0 if border is None else border)

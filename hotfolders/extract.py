@@ -114,7 +114,7 @@ def _process_face(frame: np.ndarray, det: Detection, size: int, padding: float,
     if staging is not None:
         name = face_name(source.stem, index, face)
         meta = _face_meta(entry, source, sha, index, face, timestamp, padding, name)
-        write_face(staging / name, warp(frame, entry.matrix, entry.size), meta)
+        write_face(staging / name, warp(frame, entry.matrix, entry.size, fast=True), meta)
     return entry
 
 
