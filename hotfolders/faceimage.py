@@ -43,21 +43,40 @@ def _itxt(keyword: str, text: str) -> bytes:
     return _chunk(b"iTXt", payload)
 
 
-def encode_face(image: np.ndarray, meta: dict[str, Any], compression: int = 1) -> bytes:
-    """PNG bytes of an RGB (or single-channel) image with ``meta`` in an iTXt chunk."""
-    import cv2
+def _filtered_rows(image: np.ndarray) -> bytes:
+    """Scanlines with PNG filter type 2 ("Up": each row minus the row above), vectorised.
 
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    png = buffer.tobytes()
+    One fixed filter in NumPy plus a single zlib pass is about twice as fast as OpenCV's
+    per-row adaptive filtering for the same file size on face crops; extraction writes a PNG
+    per face, so this is its largest single cost.
+    """
+    rows = image.reshape(image.shape[0], -1)
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+    out[:, 0] = 2
+    out[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+    return out.tobytes()
+
+
+def encode_face(image: np.ndarray, meta: dict[str, Any], compression: int = 1) -> bytes:
+    """PNG bytes of an RGB (or single-channel) uint8 image with ``meta`` in an iTXt chunk."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 2:
+        colour_type = 0
+    elif image.ndim == 3 and image.shape[2] == 3:
+        colour_type = 2
+    else:
+        raise ValueError(f"cannot write an image of shape {image.shape} as a face PNG")
+    height, width = image.shape[:2]
     meta = {"version": FACE_META_VERSION, **meta}
-    chunk = _itxt(META_KEY, json.dumps(meta, separators=(",", ":")))
-    # IHDR is always first and 25 bytes long (8 + 4 + 4 + 13 + 4 after the signature)
-    cut = len(_PNG_SIGNATURE) + 25
-    return png[:cut] + chunk + png[cut:]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"".join((
+        _PNG_SIGNATURE,
+        _chunk(b"IHDR", header),
+        _itxt(META_KEY, json.dumps(meta, separators=(",", ":"))),
+        _chunk(b"IDAT", zlib.compress(_filtered_rows(image), compression)),
+        _chunk(b"IEND", b""),
+    ))
 
 
 def write_face(path: str | Path, image: np.ndarray, meta: dict[str, Any]) -> None:
