@@ -170,26 +170,118 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int],
                           borderMode=mode, borderValue=0 if border is None else border)
 
 
+# 68 points (x, y, z) of a 3-D mean face in the units of MEAN_FACE_68 (z grows away from the
+# camera): MediaPipe's face-mesh depth of two frontal public-domain photos (skimage's astronaut,
+# matplotlib's Grace Hopper), brought into mean-face space by the 2-D similarity and made
+# left/right symmetric. MediaPipe's 2-D landmarks are a projection of the 3-D mesh it fits, so
+# fitting this template back to them recovers the head's rotation.
+MEAN_FACE_3D_68 = np.array([
+    (-0.1468, 0.1419, 0.3869),
+    (-0.1516, 0.3914, 0.5460),
+    (-0.1436, 0.5185, 0.5598),
+    (-0.0936, 0.8060, 0.5006),
+    (-0.0423, 0.9294, 0.4129),
+    (0.0189, 1.0254, 0.3154),
+    (0.1810, 1.1775, 0.1694),
+    (0.3672, 1.2766, 0.0529),
+    (0.5000, 1.2908, 0.0359),
+    (0.6328, 1.2766, 0.0529),
+    (0.8190, 1.1775, 0.1694),
+    (0.9811, 1.0254, 0.3154),
+    (1.0423, 0.9294, 0.4129),
+    (1.0936, 0.8060, 0.5006),
+    (1.1436, 0.5185, 0.5598),
+    (1.1516, 0.3914, 0.5460),
+    (1.1468, 0.1419, 0.3869),
+    (-0.0435, 0.1171, 0.0166),
+    (0.0139, 0.0706, -0.0643),
+    (0.1036, 0.0446, -0.1284),
+    (0.2209, 0.0503, -0.1835),
+    (0.3560, 0.0665, -0.2098),
+    (0.6440, 0.0665, -0.2098),
+    (0.7791, 0.0503, -0.1835),
+    (0.8964, 0.0446, -0.1284),
+    (0.9861, 0.0706, -0.0643),
+    (1.0435, 0.1171, 0.0166),
+    (0.5000, 0.2148, -0.1926),
+    (0.5000, 0.3563, -0.2758),
+    (0.5000, 0.4918, -0.3754),
+    (0.5000, 0.5750, -0.3939),
+    (0.3564, 0.6334, -0.1821),
+    (0.4138, 0.6671, -0.1987),
+    (0.5000, 0.6760, -0.2143),
+    (0.5862, 0.6671, -0.1987),
+    (0.6436, 0.6334, -0.1821),
+    (0.0690, 0.2387, 0.0205),
+    (0.1257, 0.1972, -0.0454),
+    (0.2275, 0.1906, -0.0618),
+    (0.3349, 0.2582, -0.0276),
+    (0.2451, 0.2702, -0.0469),
+    (0.1477, 0.2723, -0.0301),
+    (0.6651, 0.2582, -0.0276),
+    (0.7725, 0.1906, -0.0618),
+    (0.8743, 0.1972, -0.0454),
+    (0.9310, 0.2387, 0.0205),
+    (0.8523, 0.2723, -0.0301),
+    (0.7549, 0.2702, -0.0469),
+    (0.2185, 0.8250, 0.0158),
+    (0.3355, 0.7966, -0.1486),
+    (0.4143, 0.7899, -0.1873),
+    (0.5000, 0.8042, -0.1932),
+    (0.5857, 0.7899, -0.1873),
+    (0.6645, 0.7966, -0.1486),
+    (0.7815, 0.8250, 0.0158),
+    (0.6574, 0.9439, -0.1003),
+    (0.5846, 0.9691, -0.1334),
+    (0.5000, 0.9762, -0.1402),
+    (0.4154, 0.9691, -0.1334),
+    (0.3426, 0.9439, -0.1003),
+    (0.2409, 0.8284, -0.0017),
+    (0.4270, 0.8426, -0.1268),
+    (0.5000, 0.8486, -0.1355),
+    (0.5730, 0.8426, -0.1268),
+    (0.7591, 0.8284, -0.0017),
+    (0.5709, 0.8919, -0.1152),
+    (0.5000, 0.8977, -0.1242),
+    (0.4291, 0.8919, -0.1152),
+], dtype=np.float64)
+# landmarks that move little with expression: upper jaw line, brows, nose, eyes, upper lip
+RIGID = np.r_[0:5, 12:17, 17:48, 48:55]
+
+
+def head_rotation(landmarks: np.ndarray) -> np.ndarray:
+    """3x3 rotation (mean-face model -> image axes) of a weak-perspective fit of the 3-D mean face.
+
+    Least squares gives the 2x3 affine camera mapping the centred template onto the centred
+    landmarks; its nearest scaled orthonormal pair of rows (SVD) is the top of the rotation.
+    Translation, scale and in-plane rotation of the landmarks do not change yaw and pitch, so
+    landmarks of the frame and of the aligned face give the same answer.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)[RIGID]
+    model = MEAN_FACE_3D_68[RIGID]
+    pts = pts - pts.mean(axis=0)
+    model = model - model.mean(axis=0)
+    affine = np.linalg.lstsq(model, pts, rcond=None)[0].T  # 2x3
+    u, _s, vt = np.linalg.svd(affine, full_matrices=False)
+    top = u @ vt
+    return np.vstack([top, np.cross(top[0], top[1])])
+
+
 def pose_angles(landmarks: np.ndarray) -> tuple[float, float, float]:
     """Approximate (yaw, pitch, roll) in degrees from 68 landmarks, no camera model needed.
 
-    Yaw from the nose tip's horizontal offset between the eye corners' midline and the jaw
-    edges, pitch from the nose tip's vertical position between the eyes and the mouth compared
-    with the mean face, roll from the eye line. Good enough to sort and bin poses.
+    Yaw and pitch come from a weak-perspective fit of :data:`MEAN_FACE_3D_68`
+    (:func:`head_rotation`): yaw > 0 when the face turns towards the image's right (its nose
+    tip moves right), pitch > 0 when it looks up (the nose tip rises towards the eyes). Roll is
+    the in-plane angle of the 2-D alignment. Good enough to sort and bin poses; faces turned
+    beyond ~60 degrees are beyond what the landmarker reports reliably anyway.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     matrix = normalised_matrix(lm)
     roll = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
-    pts = transform_points(lm, matrix)  # roll and scale removed
-    left, right = pts[0], pts[16]
-    nose = pts[30]
-    width = max(right[0] - left[0], 1e-6)
-    yaw_ratio = ((nose[0] - left[0]) / width - 0.5) * 2.0  # -1 .. 1
-    yaw = float(np.degrees(np.arcsin(np.clip(yaw_ratio, -1, 1))))
-    eyes_y = pts[36:48, 1].mean()
-    mouth_y = pts[48:60, 1].mean()
-    ref = MEAN_FACE_68
-    ref_ratio = (ref[30, 1] - ref[36:48, 1].mean()) / (ref[48:60, 1].mean() - ref[36:48, 1].mean())
-    ratio = (nose[1] - eyes_y) / max(mouth_y - eyes_y, 1e-6)
-    pitch = float(np.degrees(np.arcsin(np.clip((ratio - ref_ratio) * 2.0, -1, 1))))
+    rot = head_rotation(lm)
+    # rot = Rz(roll) @ Rx(pitch) @ Ry(yaw); the bottom row does not depend on the in-plane
+    # roll: (cos p sin y, -sin p, cos p cos y). The nose tip is towards the camera (z < 0).
+    yaw = float(np.degrees(np.arctan2(rot[2, 0], rot[2, 2])))
+    pitch = float(np.degrees(np.arcsin(np.clip(-rot[2, 1], -1.0, 1.0))))
     return yaw, pitch, roll

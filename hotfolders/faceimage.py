@@ -79,6 +79,19 @@ def encode_face(image: np.ndarray, meta: dict[str, Any], compression: int = 1) -
     ))
 
 
+def replace_meta(data: bytes, meta: dict[str, Any]) -> bytes:
+    """PNG bytes with the facedrop metadata chunk replaced; every other byte kept as is."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if kind == b"iTXt" and data[pos + 8:end].split(b"\x00", 1)[0] == META_KEY.encode():
+            chunk = _itxt(META_KEY, json.dumps(meta, separators=(",", ":")))
+            return data[:pos] + chunk + data[end:]
+        pos = end
+    raise ValueError("no facedrop metadata chunk")
+
+
 def write_face(path: str | Path, image: np.ndarray, meta: dict[str, Any]) -> None:
     """Write atomically: a reader never sees a half-written face."""
     path = Path(path)
