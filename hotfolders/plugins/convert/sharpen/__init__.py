@@ -1,0 +1,1 @@
+"""Sharpening of the swapped face: decoders produce soft faces, frames are crisp."""
