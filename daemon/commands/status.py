@@ -1,0 +1,54 @@
+"""Show what the daemon is doing: running job, queue, models, recent failures.
+
+Reads the state database only (works while the daemon runs, or after it stopped).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, default=Path("facedrop-data"),
+                        help="facedrop root (default: ./facedrop-data)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _progress(job: dict) -> str:
+    if job.get("total"):
+        return f" {job.get('done') or 0}/{job['total']} {job.get('unit') or ''}".rstrip()
+    return ""
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..store import snapshot
+
+    root = args.root.expanduser().resolve()
+    state = snapshot(root / ".facedrop" / "state.db")
+    if args.json:
+        print(json.dumps({"root": str(root), **state}, indent=2, default=str))
+        return 0
+    daemon = state["daemon"]
+    if daemon is None:
+        print(f"{root}: the daemon has not run here yet (facedrop run --root {root})")
+        return 0
+    age = time.time() - float(daemon.get("heartbeat", 0))
+    alive = daemon.get("state") != "stopped" and age < 30
+    print(f"daemon: {'running' if alive else 'not running'} — {daemon.get('message', '')}"
+          + (f" — {daemon['url']}" if alive and daemon.get("url") else ""))
+    for job in state["running"]:
+        print(f"running: #{job['id']} {job['kind']} {Path(job['input']).name}{_progress(job)}"
+              f" {job.get('message') or ''}")
+    print(f"queue: {len(state['queue'])} job(s)")
+    for job in state["queue"][:10]:
+        print(f"  #{job['id']} {job['kind']:8} {job['status']:7} {Path(job['input']).name}")
+    for model in state["models"]:
+        loss = (f", loss A {model['loss_a']:.4f} B {model['loss_b']:.4f}"
+                if model.get("loss_a") is not None else "")
+        print(f"model {model['name']}: {model.get('a')} -> {model.get('b')}, "
+              f"{model.get('iterations') or 0} iterations{loss} ({model.get('status')})")
+    for job in state["failures"][:5]:
+        print(f"failed: #{job['id']} {job['kind']} {Path(job['input']).name}: {job['error']}")
+    return 0

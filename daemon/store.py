@@ -1,0 +1,212 @@
+"""The daemon's state in SQLite (``<root>/.facedrop/state.db``, WAL), via sqlite-utils.
+
+One writer: the daemon's main process owns the only writing connection and serialises writes
+with a lock; the status page and ``facedrop status`` open the file read-only.
+
+Schema (version 1):
+
+``jobs``      id, kind (extract|clean|train|convert), input (path), input_sha256, person, model,
+              status (queued|running|paused|done|failed), priority (lower runs first), progress
+              (0..1), done, total, unit, message, error, output, attempts, created_at,
+              started_at, finished_at, updated_at (unix seconds)
+``events``    id, job_id, at, status, message — every transition of every job
+``files``     path, sha256, size, mtime, job_id — inputs already taken (duplicates by sha256)
+``models``    name, a, b, iterations, loss_a, loss_b, status, updated_at
+``losses``    model, iteration, loss_a, loss_b — one row per save (the curve's points)
+``daemon``    key, value — heartbeat, state and message of the running daemon
+``migrations`` version, applied_at
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+PRIORITY = {"extract": 10, "clean": 10, "convert": 20, "train": 30}
+ACTIVE = ("queued", "running", "paused")
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, input TEXT NOT NULL, input_sha256 TEXT,
+            person TEXT, model TEXT, status TEXT NOT NULL DEFAULT 'queued',
+            priority INTEGER NOT NULL DEFAULT 50, progress REAL, done INTEGER, total INTEGER,
+            unit TEXT, message TEXT, error TEXT, output TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, started_at REAL, finished_at REAL, updated_at REAL)""",
+        "CREATE INDEX jobs_status ON jobs(status, priority, id)",
+        "CREATE INDEX jobs_input ON jobs(input)",
+        """CREATE TABLE events (id INTEGER PRIMARY KEY, job_id INTEGER, at REAL NOT NULL,
+            status TEXT, message TEXT)""",
+        "CREATE INDEX events_job ON events(job_id)",
+        """CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime REAL,
+            job_id INTEGER)""",
+        "CREATE INDEX files_sha ON files(sha256)",
+        """CREATE TABLE models (name TEXT PRIMARY KEY, a TEXT, b TEXT, iterations INTEGER DEFAULT 0,
+            loss_a REAL, loss_b REAL, status TEXT, updated_at REAL)""",
+        """CREATE TABLE losses (model TEXT NOT NULL, iteration INTEGER NOT NULL, loss_a REAL,
+            loss_b REAL, PRIMARY KEY (model, iteration))""",
+        "CREATE TABLE daemon (key TEXT PRIMARY KEY, value TEXT)",
+    ],
+]
+
+
+class Store:
+    """The writing side. Thread-safe: every method takes the lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30,
+                               isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.lock = threading.RLock()
+        self.migrate()
+
+    # -- schema -----------------------------------------------------------------------------
+    def migrate(self) -> int:
+        with self.lock:
+            self.db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, "
+                            "applied_at REAL)")
+            done = {r[0] for r in self.db.execute("SELECT version FROM migrations").fetchall()}
+            for version, statements in enumerate(MIGRATIONS, 1):
+                if version in done:
+                    continue
+                with self.db.conn:  # one transaction per migration
+                    self.db.execute("BEGIN")
+                    for sql in statements:
+                        self.db.execute(sql)
+                    self.db.execute("INSERT INTO migrations VALUES (?, ?)", [version, time.time()])
+            return len(MIGRATIONS)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, kind: str, input: str | Path, **fields: Any) -> int:
+        now = time.time()
+        with self.lock:
+            row = {"kind": kind, "input": str(input), "status": "queued",
+                   "priority": PRIORITY.get(kind, 50), "created_at": now, "updated_at": now,
+                   **fields}
+            job_id = self.db["jobs"].insert(row).last_pk
+            self.event(job_id, "queued", f"{kind} {Path(str(input)).name}")
+            return int(job_id)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.db["jobs"].get(job_id)
+
+    def jobs(self, where: str = "", params: list | tuple = ()) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.db["jobs"].rows_where(where or None, params, order_by="priority, id"))
+
+    def active_job_for(self, kind: str, input: str | Path) -> dict[str, Any] | None:
+        rows = self.jobs("kind = ? AND input = ? AND status IN ('queued','running','paused')",
+                         (kind, str(input)))
+        return rows[0] if rows else None
+
+    def update(self, job_id: int, **fields: Any) -> None:
+        with self.lock:
+            self.db["jobs"].update(job_id, {**fields, "updated_at": time.time()})
+
+    def transition(self, job_id: int, status: str, message: str = "", **fields: Any) -> None:
+        now = time.time()
+        extra: dict[str, Any] = {}
+        if status == "running":
+            extra = {"started_at": now, "error": None}
+        elif status in ("done", "failed"):
+            extra = {"finished_at": now}
+        with self.lock:
+            self.db["jobs"].update(job_id, {"status": status, "updated_at": now,
+                                            **({"message": message} if message else {}),
+                                            **extra, **fields})
+            self.event(job_id, status, message)
+
+    def event(self, job_id: int | None, status: str, message: str = "") -> None:
+        with self.lock:
+            self.db["events"].insert({"job_id": job_id, "at": time.time(), "status": status,
+                                      "message": message})
+
+    def next_job(self, skip: set[int]) -> Iterator[dict[str, Any]]:
+        """Queued or paused jobs in the order they should run."""
+        for job in self.jobs("status IN ('queued', 'paused')"):
+            if job["id"] not in skip:
+                yield job
+
+    def requeue_interrupted(self) -> int:
+        """At start-up: jobs left 'running' by a crash or kill go back to the queue."""
+        with self.lock:
+            rows = self.jobs("status = 'running'")
+            for job in rows:
+                self.transition(job["id"], "queued", "interrupted; will run again")
+            return len(rows)
+
+    # -- files (duplicates) -----------------------------------------------------------------
+    def seen(self, path: Path) -> dict[str, Any] | None:
+        rows = list(self.db["files"].rows_where("path = ?", [str(path)]))
+        return rows[0] if rows else None
+
+    def by_sha(self, sha: str) -> dict[str, Any] | None:
+        rows = list(self.db["files"].rows_where("sha256 = ?", [sha], limit=1))
+        return rows[0] if rows else None
+
+    def remember(self, path: Path, sha: str, size: int, mtime: float, job_id: int | None) -> None:
+        with self.lock:
+            self.db["files"].upsert({"path": str(path), "sha256": sha, "size": size,
+                                     "mtime": mtime, "job_id": job_id}, pk="path")
+
+    # -- models -----------------------------------------------------------------------------
+    def upsert_model(self, name: str, **fields: Any) -> None:
+        with self.lock:
+            self.db["models"].upsert({"name": name, **fields, "updated_at": time.time()}, pk="name")
+
+    def record_loss(self, model: str, iteration: int, loss_a: float, loss_b: float) -> None:
+        with self.lock:
+            self.db["losses"].upsert({"model": model, "iteration": iteration, "loss_a": loss_a,
+                                      "loss_b": loss_b}, pk=("model", "iteration"))
+            self.upsert_model(model, iterations=iteration, loss_a=loss_a, loss_b=loss_b)
+
+    # -- daemon heartbeat -------------------------------------------------------------------
+    def set_daemon(self, **values: Any) -> None:
+        with self.lock:
+            for key, value in values.items():
+                self.db["daemon"].upsert({"key": key, "value": str(value)}, pk="key")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def read_only(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection for status readers, or None if the daemon never ran."""
+    if not Path(path).exists():
+        return None
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def snapshot(path: Path, recent_failures: int = 10) -> dict[str, Any]:
+    """What ``facedrop status`` shows: queue, running jobs, models, recent failures."""
+    conn = read_only(path)
+    if conn is None:
+        return {"daemon": None, "running": [], "queue": [], "models": [], "failures": [],
+                "counts": {}}
+    try:
+        q = lambda sql, *p: [dict(r) for r in conn.execute(sql, p)]  # noqa: E731
+        daemon = {r["key"]: r["value"] for r in q("SELECT key, value FROM daemon")}
+        return {
+            "daemon": daemon or None,
+            "counts": {r["status"]: r["n"] for r in q(
+                "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")},
+            "running": q("SELECT * FROM jobs WHERE status = 'running' ORDER BY id"),
+            "queue": q("SELECT * FROM jobs WHERE status IN ('queued', 'paused') "
+                       "ORDER BY priority, id"),
+            "models": q("SELECT * FROM models ORDER BY name"),
+            "failures": q("SELECT * FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC "
+                          "LIMIT ?", recent_failures),
+        }
+    finally:
+        conn.close()
