@@ -189,7 +189,10 @@ def validate(config: Config, source: Path) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source}: {message}")
-    parse_window(config.train.window)
+    try:
+        parse_window(config.train.window)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 HOT_FOLDERS = ("inbox", "review", "approved", "models", "targets", "output", "failed")

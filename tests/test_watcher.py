@@ -1,0 +1,68 @@
+"""The watcher: only settled files are taken, litter and temp names are ignored."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from daemon.watcher import Candidate, SettleTracker, Watcher, ignored, list_candidates
+
+
+def test_ignored_names():
+    for name in (".DS_Store", "._clip.mp4", "clip.mp4.part", "clip.crdownload", "clip.mp4~",
+                 ".hidden.mp4", "Thumbs.db", "desktop.ini", "@eaDir", "__MACOSX", "x.tmp"):
+        assert ignored(name), name
+    assert not ignored("clip.mp4") and not ignored("my video (1).mov")
+
+
+def test_candidates_by_folder(tmp_path):
+    for path in ("inbox/alice/a.mp4", "inbox/alice/.DS_Store", "inbox/alice/b.mp4.part",
+                 "targets/m/t.mp4", "models/m/model.toml", "models/n/readme.txt"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    (tmp_path / "approved/bob/src").mkdir(parents=True)
+    found = {(c.kind, c.path.relative_to(tmp_path).as_posix(), c.owner)
+             for c in list_candidates(tmp_path)}
+    assert found == {("inbox", "inbox/alice/a.mp4", "alice"), ("target", "targets/m/t.mp4", "m"),
+                     ("model", "models/m/model.toml", "m"), ("approved", "approved/bob/src", "bob")}
+
+
+def test_a_growing_file_is_not_settled(tmp_path):
+    path = tmp_path / "f.mp4"
+    path.write_bytes(b"a")
+    cand = Candidate("inbox", path, "alice")
+    tracker = SettleTracker(settle_seconds=5)
+    assert tracker.update([cand], now=100.0) == ([], True)
+    with path.open("ab") as fh:
+        fh.write(b"more")
+    assert tracker.update([cand], now=104.0) == ([], True)   # changed: clock restarts
+    assert tracker.update([cand], now=108.0) == ([], True)   # 4 s unchanged
+    assert tracker.update([cand], now=109.1) == ([cand], False)
+
+
+def test_watcher_hands_on_each_settled_file_once(tmp_path):
+    for name in ("inbox", "approved", "models", "targets"):
+        (tmp_path / name).mkdir()
+    got: list[Candidate] = []
+    seen = threading.Event()
+
+    def on_ready(c: Candidate) -> None:
+        got.append(c)
+        seen.set()
+
+    watcher = Watcher(tmp_path, on_ready, settle_seconds=0.5, rescan_seconds=30)
+    watcher.start()
+    try:
+        (tmp_path / "inbox/alice").mkdir()
+        target = tmp_path / "inbox/alice/clip.mp4"
+        with target.open("wb") as fh:  # a slow copy: 8 chunks 0.2 s apart
+            for _ in range(8):
+                fh.write(os.urandom(1000))
+                fh.flush()
+                time.sleep(0.2)
+                assert not got, "a file still being written was taken"
+        assert seen.wait(10)
+        time.sleep(1.0)
+        assert [c.path for c in got] == [target]  # once, not on every rescan
+    finally:
+        watcher.stop()
