@@ -1,19 +1,21 @@
-"""The model folder: networks, atomic saves with a backup, snapshots, and swapping faces.
+"""The model folder: networks, atomic saves with backups, snapshots, and swapping faces.
 
 Layout of ``models/<name>/``::
 
-    state.json              settings frozen at creation, iterations, best loss (readers' copy)
+    state.json              settings frozen at creation, iterations, losses (readers' copy)
     save/                   the latest save: state.json, encoder / decoder_a / decoder_b
                             .weights.h5, optimizer.npz
     save.bak/               the save before it (used when ``save`` is missing or damaged)
-    best/                   the save with the lowest loss so far
+    best/                   the save with the lowest loss so far (the last fallback)
     snapshots/<iterations>/ periodic copies, the last few kept
     timelapse/<iterations>.jpg, timelapse/samples.npz
     loss.csv                iteration, loss_a, loss_b
 
 A save is written into a temporary folder, fsynced, and swapped in with renames, so a kill at
-any moment leaves either the new save or the previous one intact. Nothing is pickled: weights
-are HDF5 (Keras), optimizer state is a plain ``.npz`` loaded with ``allow_pickle=False``.
+any moment leaves either the new save or the previous one intact; loading tries ``save``, then
+``save.bak``, then ``best``, then the snapshots. The encoder is stored once (one set of
+weights), each decoder on its own. Nothing is pickled: weights are Keras ``.weights.h5``
+(HDF5), the optimizer state a plain ``.npz`` read with ``allow_pickle=False``, settings JSON.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,39 +37,90 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-FROZEN = ("trainer", "input_size", "output_size", "coverage", "padding", "mask")
-SAVE, BACKUP, BEST = "save", "save.bak", "best"
+FROZEN = ("trainer", "input_size", "output_size", "coverage", "padding", "mask", "loss")
+SAVE, BACKUP, BEST, DAMAGED = "save", "save.bak", "best", "save.damaged"
 PARTS = ("encoder", "decoder_a", "decoder_b")
+_POLICY_LOCK = threading.Lock()  # Keras' dtype policy is process-global while layers are built
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames inside ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:
-    for path in [*folder.iterdir(), folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_state(model_dir: Path) -> dict[str, Any] | None:
-    """The readers' copy of the state, or None for a model never saved."""
-    path = Path(model_dir) / "state.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"model state is unreadable ({exc})") from None
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(folder)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
+        json.dump(data, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
+
+def read_state(model_dir: str | Path) -> dict[str, Any] | None:
+    """The model's state, or None for a folder that holds no model yet.
+
+    The readers' copy ``state.json`` normally answers; if a kill came between a first save and
+    that copy, the save's own ``state.json`` does.
+    """
+    model_dir = Path(model_dir)
+    for path in (model_dir / "state.json", model_dir / SAVE / "state.json",
+                 model_dir / BACKUP / "state.json"):
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise InputError(path, f"model state is unreadable ({exc.strerror or exc})") from None
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"model state is unreadable (not JSON: {exc})") from None
+        if not isinstance(state, dict) or "trainer" not in state:
+            raise InputError(path, "not a facedrop model state")
+        if int(state.get("version", 0)) > STATE_VERSION:
+            raise InputError(path, f"model state version {state.get('version')} is newer than "
+                                   "this facedrop understands; upgrade facedrop")
+        return state
+    return None
+
+
+def clean_temporary(model_dir: Path) -> None:
+    """Remove what a killed save left behind (``.save-*.tmp``, ``.best.tmp`` ...)."""
+    for path in Path(model_dir).glob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for pattern in ("snapshots/.*.tmp", "timelapse/.*.tmp*"):
+        for path in Path(model_dir).glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# networks
 
 class Networks:
     """One shared encoder and two decoders of the same structure, separate weights."""
@@ -80,16 +133,18 @@ class Networks:
 
         plugin = load_trainer(trainer)
         self.trainer = trainer
-        self.input_size = plugin.INPUT_SIZE
-        self.output_size = plugin.OUTPUT_SIZE
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(policy)
-        try:
-            self.encoder = plugin.build_encoder()
-            self.decoder_a = plugin.build_decoder("decoder_a")
-            self.decoder_b = plugin.build_decoder("decoder_b")
-        finally:
-            keras.config.set_dtype_policy(previous)
+        self.policy = policy
+        self.input_size: int = plugin.INPUT_SIZE
+        self.output_size: int = plugin.OUTPUT_SIZE
+        with _POLICY_LOCK:
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(policy)
+            try:
+                self.encoder = plugin.build_encoder()
+                self.decoder_a = plugin.build_decoder("decoder_a")
+                self.decoder_b = plugin.build_decoder("decoder_b")
+            finally:
+                keras.config.set_dtype_policy(previous)
 
     def part(self, name: str):
         return getattr(self, name)
@@ -105,29 +160,59 @@ class Networks:
 
     def load_weights(self, folder: Path) -> None:
         for name in PARTS:
-            self.part(name).load_weights(str(folder / f"{name}.weights.h5"))
+            path = folder / f"{name}.weights.h5"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path.name} is missing")
+            self.part(name).load_weights(str(path))
+
+
+def _adam(optimizer):
+    """The Adam inside a loss-scale wrapper (float16), or the optimizer itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def save_optimizer(optimizer, path: Path) -> None:
-    arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    """Adam's step count and moments, in the order of the model's variables.
+
+    Only the inner Adam is stored (not a float16 loss scale), so a model trained on a GPU in
+    float16 resumes on a CPU in float32 or bfloat16 and the other way round.
+    """
+    adam = _adam(optimizer)
+    arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(adam.variables)}
+    arrays["paths"] = np.array([str(getattr(v, "path", v.name)) for v in adam.variables])
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
 
 def load_optimizer(optimizer, variables: list, path: Path) -> None:
-    """Restore optimizer state (moments, iteration count) saved by :func:`save_optimizer`."""
+    """Restore the state written by :func:`save_optimizer` (shapes checked one by one)."""
     optimizer.build(variables)
+    adam = _adam(optimizer)
     with np.load(path, allow_pickle=False) as data:
-        keys = sorted(data.files)
-        if len(keys) != len(optimizer.variables):
-            raise ValueError(f"optimizer state has {len(keys)} arrays, model needs "
-                             f"{len(optimizer.variables)}")
-        for var, key in zip(optimizer.variables, keys):
-            var.assign(data[key])
+        keys = sorted(k for k in data.files if k.startswith("v"))
+        if len(keys) != len(adam.variables):
+            raise ValueError(f"optimizer state has {len(keys)} arrays, the model needs "
+                             f"{len(adam.variables)}")
+        values = [data[k] for k in keys]
+    for var, value in zip(adam.variables, values):
+        if tuple(var.shape) != tuple(value.shape):
+            raise ValueError(f"optimizer variable {var.path} is {tuple(var.shape)}, the save has "
+                             f"{tuple(value.shape)}")
+    for var, value in zip(adam.variables, values):
+        if not str(getattr(var, "path", var.name)).endswith("learning_rate"):
+            var.assign(value)  # the learning rate is this run's choice, not the save's
 
+
+# ---------------------------------------------------------------------------------------------
+# saves
 
 def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str, Any]) -> None:
-    """Atomically replace ``save/`` (keeping the previous one as ``save.bak/``)."""
+    """Atomically replace ``save/`` (the previous one becomes ``save.bak/``).
+
+    Order: write and fsync ``.save-<pid>.tmp/``; drop the old backup; rename ``save`` ->
+    ``save.bak``; rename the temp folder -> ``save``; then the readers' ``state.json``. A kill
+    between any two steps leaves ``save`` or ``save.bak`` complete, and loading tries both.
+    """
     model_dir = Path(model_dir)
     tmp = model_dir / f".save-{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -138,101 +223,184 @@ def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str,
     _fsync_tree(tmp)
     save, backup = model_dir / SAVE, model_dir / BACKUP
     if save.exists():
-        shutil.rmtree(backup, ignore_errors=True)
+        old = model_dir / f".{BACKUP}-old.tmp"
+        if backup.exists():
+            os.replace(backup, old)
         os.replace(save, backup)
+        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, save)
+    fsync_dir(model_dir)
     write_json_atomic(model_dir / "state.json", state)
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link (saves are written once and never changed in place), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def copy_save(model_dir: Path, dest: Path) -> None:
-    """Copy the current save to ``dest`` (snapshots, best) via a temp name."""
+    """Copy the current save to ``dest`` (snapshots, best) so ``dest`` is never half-written.
+
+    Files are hard-linked where the file system allows, so a best copy or a snapshot of a
+    600 MB save costs no disk space or time until the save moves on.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
+    old = dest.with_name(f".{dest.name}-old.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(Path(model_dir) / SAVE, tmp)
-    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(Path(model_dir) / SAVE, tmp, copy_function=_link_or_copy)
+    _fsync_tree(tmp)
+    if dest.exists():
+        os.replace(dest, old)
     os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(dest.parent)
 
 
-def load_checkpoint(model_dir: Path, nets: Networks, optimizer=None) -> dict[str, Any]:
-    """Load ``save/``, falling back to ``save.bak/`` if it is missing or damaged."""
+def candidate_saves(model_dir: Path) -> list[Path]:
+    """Where a model can be loaded from, in order of preference."""
+    model_dir = Path(model_dir)
+    out = [model_dir / SAVE, model_dir / BACKUP, model_dir / BEST]
+    snaps = model_dir / "snapshots"
+    if snaps.is_dir():
+        out += sorted((p for p in snaps.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name), reverse=True)
+    return [p for p in out if p.is_dir()]
+
+
+def has_save(model_dir: str | Path) -> bool:
+    return bool(candidate_saves(Path(model_dir)))
+
+
+def load_checkpoint(model_dir: Path, nets: Networks, optimizer=None
+                    ) -> tuple[dict[str, Any], Path]:
+    """Load the newest intact save: ``save/``, else ``save.bak/``, ``best/``, snapshots.
+
+    Returns the save's state and the folder it came from. Raises InputError when there is no
+    save, or when every save is damaged (nothing is changed on disk either way).
+    """
     model_dir = Path(model_dir)
     errors = []
-    for name in (SAVE, BACKUP):
-        folder = model_dir / name
-        if not folder.exists():
-            continue
+    for folder in candidate_saves(model_dir):
         try:
             state = json.loads((folder / "state.json").read_text())
+            if not isinstance(state, dict) or "iterations" not in state:
+                raise ValueError("state.json holds no iteration count")
             nets.load_weights(folder)
             if optimizer is not None:
                 load_optimizer(optimizer, nets.trainable_variables, folder / "optimizer.npz")
-        except Exception as exc:  # any damage: try the backup
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-            log.warning("model save %s is damaged (%s); trying the backup", folder, exc)
+        except Exception as exc:  # any damage: try the next one
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            errors.append(f"{folder.name}: {reason}")
+            log.warning("model save %s is damaged (%s); trying the next one", folder, reason)
             continue
-        if name == BACKUP:
-            log.warning("resumed %s from its backup save (iteration %s)", model_dir,
-                        state.get("iterations"))
-        return state
+        if folder.name != SAVE:
+            log.warning("loaded %s from %s (iteration %s): the newer save was missing or "
+                        "damaged", model_dir, folder.relative_to(model_dir), state["iterations"])
+        return state, folder
     if errors:
         raise InputError(model_dir, "every save of this model is damaged: " + "; ".join(errors))
     raise InputError(model_dir, "model has no save yet (train it first)")
 
 
-@dataclass
+# ---------------------------------------------------------------------------------------------
+# conversion's view of a model
+
 class SwapModel:
-    """A trained model ready to swap faces (the conversion stage's view of a model)."""
+    """A trained model ready to swap faces (what the conversion stage uses).
 
-    name: str
-    trainer: str
-    iterations: int
-    input_size: int
-    output_size: int
-    coverage: float
-    padding: float
-    nets: Networks
+    ``swap`` runs compiled graphs at a few fixed batch sizes (1, 2, 4, 8, 16: a batch is padded
+    up to the next one and longer inputs are chunked), so each shape is traced once and no
+    Keras ``predict`` overhead is paid per call.
+    """
 
-    def __post_init__(self) -> None:
-        import tensorflow as tf
+    BUCKETS = (1, 2, 4, 8, 16)
+    DIRECTIONS = ("a2b", "b2a", "a2a", "b2b")
 
-        spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.uint8)
+    def __init__(self, name: str, trainer: str, iterations: int, input_size: int,
+                 output_size: int, coverage: float, padding: float, nets: Networks,
+                 mask: str = "extended") -> None:
+        self.name = name
+        self.trainer = trainer
+        self.iterations = iterations
+        self.input_size = input_size
+        self.output_size = output_size
+        self.coverage = coverage
+        self.padding = padding
+        self.mask = mask
+        self.nets = nets
+        self._fns: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
 
-        def run(decoder):
-            @tf.function(input_signature=[spec], reduce_retracing=True)
-            def fn(faces):
-                x = tf.cast(faces, tf.float32) / 255.0
-                return tf.cast(decoder(self.nets.encoder(x, training=False), training=False),
-                               tf.float32)
-            return fn
+    def __repr__(self) -> str:
+        return (f"SwapModel({self.name!r}, trainer={self.trainer!r}, iterations={self.iterations}, "
+                f"{self.input_size}->{self.output_size} px, coverage={self.coverage})")
 
-        self._fns = {"a2b": run(self.nets.decoder_b), "b2a": run(self.nets.decoder_a),
-                     "a2a": run(self.nets.decoder_a), "b2b": run(self.nets.decoder_b)}
+    def _fn(self, direction: str, batch: int):
+        key = (direction, batch)
+        with self._lock:
+            if key not in self._fns:
+                import tensorflow as tf
+
+                decoder = self.nets.decoder_b if direction in ("a2b", "b2b") else self.nets.decoder_a
+                encoder = self.nets.encoder
+                spec = tf.TensorSpec((batch, self.input_size, self.input_size, 3), tf.uint8)
+
+                @tf.function(input_signature=[spec])
+                def run(faces):
+                    x = tf.cast(faces, tf.float32) * (1.0 / 255.0)
+                    y = decoder(encoder(x, training=False), training=False)
+                    return tf.clip_by_value(tf.cast(y, tf.float32), 0.0, 1.0)
+
+                self._fns[key] = run.get_concrete_function()
+            return self._fns[key]
 
     def swap(self, faces: np.ndarray, direction: str = "a2b") -> np.ndarray:
-        """Faces (N x input x input x 3 uint8 RGB, cropped to ``coverage``) through the
-        shared encoder and the other side's decoder: N x output x output x 3 float32 in [0, 1].
+        """Faces (N x input x input x 3 uint8 RGB, cropped to ``coverage``) through the shared
+        encoder and the other side's decoder: N x output x output x 3 float32 in [0, 1].
+
+        ``a2a`` / ``b2b`` rebuild a face with its own decoder (useful to judge training).
         """
-        if direction not in self._fns:
-            raise ValueError(f"direction must be one of {', '.join(self._fns)}")
-        if len(faces) == 0:
-            return np.zeros((0, self.output_size, self.output_size, 3), np.float32)
-        return self._fns[direction](np.ascontiguousarray(faces, dtype=np.uint8)).numpy()
+        if direction not in self.DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(self.DIRECTIONS)}")
+        faces = np.asarray(faces)
+        size = self.input_size
+        if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
+            raise ValueError(f"faces must be N x {size} x {size} x 3, got {faces.shape}")
+        out = np.empty((len(faces), self.output_size, self.output_size, 3), np.float32)
+        top = self.BUCKETS[-1]
+        for start in range(0, len(faces), top):
+            chunk = np.ascontiguousarray(faces[start:start + top], dtype=np.uint8)
+            n = len(chunk)
+            batch = next(b for b in self.BUCKETS if b >= n)
+            if batch != n:
+                chunk = np.concatenate([chunk, np.zeros((batch - n, size, size, 3), np.uint8)])
+            out[start:start + n] = self._fn(direction, batch)(chunk).numpy()[:n]
+        return out
 
 
 def load_swap_model(model_dir: str | Path) -> SwapModel:
-    """Load the latest good save of a model for conversion."""
+    """Load the latest intact save of a model for conversion (read-only: nothing is written)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(model_dir, "model folder not found")
     state = read_state(model_dir)
-    if state is None or not (model_dir / SAVE).exists() and not (model_dir / BACKUP).exists():
+    if state is None or not has_save(model_dir):
         raise InputError(model_dir, "model has no save yet (train it first)")
-    nets = Networks(state["trainer"], "float32")
-    state = load_checkpoint(model_dir, nets)
-    return SwapModel(name=state.get("name", model_dir.name), trainer=state["trainer"],
+    try:
+        nets = Networks(state["trainer"], "float32")
+    except ValueError as exc:
+        raise InputError(model_dir / "state.json", str(exc)) from None
+    saved, _ = load_checkpoint(model_dir, nets)
+    state = {**state, **saved}
+    return SwapModel(name=str(state.get("name", model_dir.name)), trainer=state["trainer"],
                      iterations=int(state["iterations"]), input_size=nets.input_size,
                      output_size=nets.output_size, coverage=float(state["coverage"]),
-                     padding=float(state["padding"]), nets=nets)
+                     padding=float(state["padding"]), nets=nets,
+                     mask=str(state.get("mask", "extended")))
 
 
 def face_crop_matrix(landmarks68: np.ndarray, model: SwapModel) -> np.ndarray:

@@ -3,18 +3,18 @@
 Entry point: :func:`train`. Each iteration trains both sides on a batch of their own faces
 (A -> encoder -> decoder A, B -> encoder -> decoder B); swapping later means decoding A's code
 with B's decoder. The loss only counts pixels inside the face mask, with extra weight on eyes
-and mouth. Training resumes exactly where the last save left it: iteration count, optimizer
-moments and loss history.
+and mouth. Training resumes exactly where the last save left it: iteration count, Adam's
+moments and step count, and the loss history (``loss.csv`` rows after the save are dropped).
 """
 from __future__ import annotations
 
 import csv
 import logging
 import math
-import shutil
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,15 +24,30 @@ from . import quiet
 from .dataset import FaceSet, batches, load_faces, sample_indices
 from .errors import InputError
 from .masks import MASK_TYPES
-from .model import (BEST, FROZEN, STATE_VERSION, Networks, copy_save, load_checkpoint, now,
-                    read_state, save_checkpoint)
-from .plugins.train import TRAINERS, load_trainer
+from .model import (BEST, DAMAGED, FROZEN, SAVE, STATE_VERSION, Networks, candidate_saves,
+                    clean_temporary, copy_save, load_checkpoint, now, read_state,
+                    save_checkpoint, write_json_atomic)
+from .plugins.train import DEFAULT_TRAINER, TRAINERS, load_trainer
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[dict[str, Any]], None]
-PLATEAU_PATIENCE = 4      # saves without a 1 % gain before --stop-on-plateau stops
-PLATEAU_GAIN = 0.01
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
+PRECISIONS = ("auto", "float32", "mixed")
+DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
+                            "loss": "mae+dssim"}
+EYE_MOUTH_WEIGHT = 3.0    # loss weight of eyes and mouth relative to the rest of the face
+LEARNING_RATE = 5e-5      # Adam, beta_1 0.5, beta_2 0.99: faceswap's defaults
+PLATEAU_MIN_SAVES = 4     # --stop-on-plateau compares the last window of saves with the one
+PLATEAU_SHARE = 0.2       # before; a window is 20 % of the saves so far (at least 4 saves) ...
+PLATEAU_GAIN = 0.01       # ... and training stops when it gained less than 1 %
+SAMPLES = 6               # timelapse faces per side
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite; the last good save is untouched."""
 
 
 @dataclass
@@ -41,25 +56,42 @@ class TrainResult:
     iterations: int
     loss_a: float
     loss_b: float
-    stopped_because: str  # "iterations", "stop request", "plateau"
+    stopped_because: str          # "iterations", "stop request", "plateau"
     seconds: float
-    images_per_second: float
+    images_per_second: float      # faces through the network per second, A and B together
+    start_iteration: int = 0
+    precision: str = "float32"
+    loaded_from: str | None = None  # "save", "save.bak", "best", "snapshots/N" on resume
+    plateau_gain: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+# ---------------------------------------------------------------------------------------------
+# precision, loss, step
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True on CPUs with AMX or AVX-512 BF16, where bfloat16 matmuls run in hardware."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def choose_policy(precision: str) -> str:
     """Keras dtype policy for ``auto`` / ``float32`` / ``mixed``.
 
-    Mixed precision means float16 on a GPU and bfloat16 on CPUs that have AMX or AVX-512 BF16
-    (about 1.7x faster here); ``auto`` picks it only where the hardware has it.
+    ``auto``: float16 on a GPU, bfloat16 on CPUs with AMX/AVX-512 BF16 (about 1.7x faster
+    there), float32 elsewhere — without those instructions bfloat16 is emulated and slower.
+    ``mixed`` forces the reduced precision even where it does not pay.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if precision == "float32":
         return "float32"
     tf = quiet.import_tensorflow()
@@ -70,38 +102,53 @@ def choose_policy(precision: str) -> str:
     return "float32"
 
 
-def _loss_fn(kind: str):
+def make_loss(kind: str):
+    """Masked loss of one side: weighted MAE (or MSE) plus DSSIM of the masked faces.
+
+    Weights are the face mask, times :data:`EYE_MOUTH_WEIGHT` on the eyes and mouth; pixels
+    outside the mask do not count. Inputs are uint8 as the pipeline delivers them.
+    """
     import tensorflow as tf
 
-    use_mse = "mse" in kind
-    use_dssim = "dssim" in kind
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    use_mse, use_dssim = kind.startswith("mse"), "dssim" in kind
 
-    def loss(target, pred, mask, weight):
+    def loss(target_u8, pred, maps_u8):
+        target = tf.cast(target_u8, tf.float32) * (1.0 / 255.0)
         pred = tf.cast(pred, tf.float32)
+        maps = tf.cast(maps_u8, tf.float32) * (1.0 / 255.0)
+        mask, region = maps[..., 0:1], maps[..., 1:2]
+        weight = mask * (1.0 + (EYE_MOUTH_WEIGHT - 1.0) * region)
         err = tf.square(target - pred) if use_mse else tf.abs(target - pred)
-        total = tf.reduce_sum(err * weight, axis=[1, 2, 3]) / (
+        per_face = tf.reduce_sum(err * weight, axis=[1, 2, 3]) / (
             3.0 * tf.reduce_sum(weight, axis=[1, 2, 3]) + 1e-6)
         if use_dssim:
-            ssim = tf.image.ssim(target * mask, pred * mask, max_val=1.0, filter_size=7)
-            total += (1.0 - ssim) / 2.0
-        return tf.reduce_mean(total)
+            size = target.shape[1] or 64
+            ssim = tf.image.ssim(target * mask, pred * mask, max_val=1.0,
+                                 filter_size=11 if size >= 128 else 7)
+            per_face += (1.0 - ssim) / 2.0
+        return tf.reduce_mean(per_face)
 
     return loss
 
 
-def _make_step(nets: Networks, optimizer, loss_kind: str, scaled: bool):
+def make_step(nets: Networks, optimizer, loss_kind: str, scaled: bool = False):
+    """The compiled training step: uint8 batches of A and B in, (loss A, loss B) out."""
     import tensorflow as tf
 
-    loss = _loss_fn(loss_kind)
+    loss = make_loss(loss_kind)
     variables = nets.trainable_variables
 
     @tf.function(reduce_retracing=True)
-    def step(xa, ya, ma, wa, xb, yb, mb, wb):
+    def step(xa, ya, ma, xb, yb, mb):
         with tf.GradientTape() as tape:
-            pa = nets.decoder_a(nets.encoder(xa, training=True), training=True)
-            pb = nets.decoder_b(nets.encoder(xb, training=True), training=True)
-            la = loss(ya, pa, ma, wa)
-            lb = loss(yb, pb, mb, wb)
+            fa = tf.cast(xa, tf.float32) * (1.0 / 255.0)
+            fb = tf.cast(xb, tf.float32) * (1.0 / 255.0)
+            pa = nets.decoder_a(nets.encoder(fa, training=True), training=True)
+            pb = nets.decoder_b(nets.encoder(fb, training=True), training=True)
+            la = loss(ya, pa, ma)
+            lb = loss(yb, pb, mb)
             total = la + lb
             if scaled:
                 total = optimizer.scale_loss(total)
@@ -112,7 +159,7 @@ def _make_step(nets: Networks, optimizer, loss_kind: str, scaled: bool):
     return step
 
 
-def _optimizer(policy: str, learning_rate: float):
+def make_optimizer(policy: str, learning_rate: float = LEARNING_RATE):
     import keras
 
     opt = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.99)
@@ -121,23 +168,35 @@ def _optimizer(policy: str, learning_rate: float):
     return opt
 
 
+# ---------------------------------------------------------------------------------------------
+# loss log, plateau
+
 class LossLog:
     """``loss.csv``: one row per iteration; rows past the last save are dropped on resume."""
+
+    HEADER = ["iteration", "loss_a", "loss_b"]
 
     def __init__(self, path: Path, keep_until: int) -> None:
         self.path = path
         rows: list[list[str]] = []
+        stale = False
         if path.exists():
-            with path.open() as fh:
+            with path.open(newline="") as fh:
                 for row in csv.reader(fh):
-                    if row and row[0].isdigit() and int(row[0]) <= keep_until:
-                        rows.append(row)
-        tmp = path.with_name(".loss.csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["iteration", "loss_a", "loss_b"])
-            writer.writerows(rows)
-        tmp.replace(path)
+                    if row and row[0].isdigit():
+                        if int(row[0]) <= keep_until:
+                            rows.append(row)
+                        else:
+                            stale = True
+                    elif row != self.HEADER:
+                        stale = True
+        if stale or not path.exists():
+            tmp = path.with_name(".loss.csv.tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(self.HEADER)
+                writer.writerows(rows)
+            os.replace(tmp, path)
         self._fh = path.open("a", newline="")
         self._writer = csv.writer(self._fh)
 
@@ -146,10 +205,31 @@ class LossLog:
 
     def flush(self) -> None:
         self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()
 
+
+def plateau_gain(history: Sequence[Sequence[float]]) -> float | None:
+    """Relative loss gain of the last window of saves over the window before it.
+
+    ``history`` rows are ``[iteration, loss_a, loss_b]`` (mean losses between saves). A window
+    is 20 % of the saves so far, at least 4, so late in training the comparison spans more
+    iterations — the walkthrough's "the gain gets small", measured. None until there are two
+    windows.
+    """
+    window = max(PLATEAU_MIN_SAVES, int(len(history) * PLATEAU_SHARE))
+    if len(history) < 2 * window:
+        return None
+    totals = [float(h[1]) + float(h[2]) for h in history]
+    before = float(np.mean(totals[-2 * window:-window]))
+    recent = float(np.mean(totals[-window:]))
+    return (before - recent) / before if before > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
 
 def _check_frozen(state: dict[str, Any], wanted: dict[str, Any], model_dir: Path) -> None:
     for key, value in wanted.items():
@@ -159,196 +239,278 @@ def _check_frozen(state: dict[str, Any], wanted: dict[str, Any], model_dir: Path
             continue
         if value != state[key]:
             raise InputError(model_dir, f"this model was created with {key} = {state[key]!r}; "
-                                        f"it cannot continue with {key} = {value!r} (start a new "
-                                        "model folder for other settings)")
+                                        f"it cannot continue with {key} = {value!r} (leave the "
+                                        "option out, or start a new model folder)")
 
 
-def _pick_samples(faces: FaceSet, folders: Sequence[Path] | None, size: int, coverage: float,
+def _validate(trainer: str, coverage: float, mask: str, loss: str, batch_size: int,
+              save_every: int, snapshot_every: int, keep_snapshots: int) -> None:
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
+    if mask not in MASK_TYPES:
+        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASK_TYPES)}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not 0.5 <= coverage <= 1.0:
+        raise ValueError("coverage must be between 0.5 and 1.0")
+    if batch_size < 1 or save_every < 1 or snapshot_every < 0 or keep_snapshots < 0:
+        raise ValueError("batch size and save interval must be at least 1, snapshot interval "
+                         "and kept snapshots at least 0")
+
+
+def _pick_samples(faces: FaceSet, folders: Sequence[str | Path] | None, coverage: float,
                   mask: str, side: str) -> np.ndarray:
     if folders:
-        faces = load_faces(folders, size, coverage, mask, side)
-    return faces.images[sample_indices(len(faces))]
+        faces = load_faces(folders, faces.size, coverage, mask, f"{side} (timelapse)",
+                           min_faces=1)
+    return faces.images[sample_indices(len(faces), SAMPLES)]
 
+
+def _prune_snapshots(folder: Path, keep: int) -> None:
+    import shutil
+
+    snaps = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
+                   key=lambda p: int(p.name))
+    for old in snaps[:-keep] if keep > 0 else snaps:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
+    """Warn when B's faces do not cover A's poses; leave coverage.json/.png for the status page.
+
+    Uses :mod:`hotfolders.coverage` when it is there; any failure only skips the check.
+    """
+    try:
+        from .coverage import coverage, report_json
+    except ImportError:
+        return None
+    try:
+        tmp_png = model_dir / ".coverage.tmp.png"
+        report = coverage(list(a_dirs), list(b_dirs), out_image=tmp_png)
+        os.replace(tmp_png, model_dir / "coverage.png")
+        report.image_path = model_dir / "coverage.png"
+        tmp_json = model_dir / ".coverage.json.tmp"
+        tmp_json.write_text(report_json(report), encoding="utf-8")
+        os.replace(tmp_json, model_dir / "coverage.json")
+    except Exception as exc:  # the check is advice; it never blocks training
+        log.debug("pose coverage check skipped: %s", exc)
+        return None
+    if getattr(report, "missing_regions", None):
+        text = report.describe()
+        log.warning("B's faces do not cover all of A's poses; expect weak swaps there:\n%s", text)
+        return text
+    return None
+
+
+def _restore(model_dir: Path, loaded_from: Path) -> None:
+    """After resuming from a fallback, make it the current save again.
+
+    A damaged ``save/`` is moved aside to ``save.damaged/`` (never deleted: it is the user's),
+    and the intact save is copied into ``save/``, so the next save rotates a good backup.
+    """
+    import shutil
+
+    save = model_dir / SAVE
+    if save.exists():
+        shutil.rmtree(model_dir / DAMAGED, ignore_errors=True)
+        os.replace(save, model_dir / DAMAGED)
+        log.warning("moved the damaged save to %s", model_dir / DAMAGED)
+    tmp = model_dir / ".restore.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(loaded_from, tmp)
+    os.replace(tmp, save)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
 
 def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir: str | Path, *,
           trainer: str | None = None, batch_size: int = 16, iterations: int | None = None,
           save_every: int = 250, snapshot_every: int = 25000, keep_snapshots: int = 3,
           timelapse_a: Sequence[str | Path] | None = None,
           timelapse_b: Sequence[str | Path] | None = None, precision: str = "auto",
-          mask: str | None = None, loss: str = "mae+dssim", coverage: float | None = None,
-          stop_on_plateau: bool = False, learning_rate: float = 5e-5,
+          mask: str | None = None, loss: str | None = None, coverage: float | None = None,
+          stop_on_plateau: bool = False, learning_rate: float = LEARNING_RATE,
           callback: Callback | None = None, stop_event: threading.Event | None = None,
-          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-          seed: int | None = None) -> TrainResult:
-    """Train (or resume) the model in ``model_dir`` on faces of A and B.
+          progress: Progress | None = None, seed: int | None = None) -> TrainResult:
+    """Train (or resume) the model in ``model_dir`` on the faces of A and B.
 
-    Stops at ``iterations`` (total, counted across resumes), when ``stop_event`` is set, or,
-    with ``stop_on_plateau``, when the loss gained less than 1 % over the last saves; it
-    always saves before returning. ``callback`` receives ``{"iteration", "loss_a", "loss_b"}``
-    every iteration and ``{"event": "save", ...}`` at every save.
+    ``trainer``, ``mask``, ``loss`` and ``coverage`` are fixed when the model is created
+    (defaults: lightweight, extended, mae+dssim, 0.85); None means "as created", another value
+    raises InputError. Training stops at ``iterations`` (a total, counted across resumes), when
+    ``stop_event`` is set (at the next step), or with ``stop_on_plateau`` when the loss stopped
+    improving; it saves before returning. ``callback`` receives ``{"iteration", "loss_a",
+    "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
+    ``progress(iteration, total, info)`` is for progress bars.
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
-    if batch_size < 1 or save_every < 1:
-        raise ValueError("batch size and save interval must be at least 1")
-    if loss not in ("mae", "mse", "mae+dssim", "mse+dssim"):
-        raise ValueError(f"unknown loss {loss!r}")
+    a_dirs, b_dirs = list(a_dirs), list(b_dirs)
+    warnings: list[str] = []
+
+    # -- everything that can refuse the job comes first: nothing on disk changes before it
     if model_dir.exists() and not model_dir.is_dir():
         raise InputError(model_dir, "model folder is a file")
-    state = read_state(model_dir)
+    state = read_state(model_dir) if model_dir.is_dir() else None
+    wanted = {"trainer": trainer, "coverage": coverage, "mask": mask, "loss": loss}
     if state is not None:
-        if state.get("version", 0) > STATE_VERSION or "trainer" not in state:
-            raise InputError(model_dir / "state.json", "not a model state this facedrop understands")
-        _check_frozen(state, {"trainer": trainer, "coverage": coverage, "mask": mask}, model_dir)
-    trainer = trainer or (state or {}).get("trainer", "lightweight")
-    coverage = coverage if coverage is not None else float((state or {}).get("coverage", 0.85))
-    mask = mask or (state or {}).get("mask", "extended")
-    if trainer not in TRAINERS:
-        raise ValueError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
-    if mask not in MASK_TYPES:
-        raise ValueError(f"unknown mask {mask!r}")
-    if not 0.5 <= coverage <= 1.0:
-        raise ValueError("coverage must be between 0.5 and 1.0")
-    plugin = load_trainer(trainer)
+        missing = [k for k in FROZEN if k not in state]
+        if missing:
+            raise InputError(model_dir / "state.json", f"model state lacks {', '.join(missing)}")
+        _check_frozen(state, wanted, model_dir)
+        if not candidate_saves(model_dir):
+            raise InputError(model_dir, "state.json is there but no save is (deleted?); "
+                                        "restore the save folders or start a new model folder")
+    settings = {k: (v if v is not None else (state or DEFAULTS).get(k, DEFAULTS[k]))
+                for k, v in wanted.items()}
+    trainer_name, cov = str(settings["trainer"]), float(settings["coverage"])
+    mask_kind, loss_kind = str(settings["mask"]), str(settings["loss"])
+    _validate(trainer_name, cov, mask_kind, loss_kind, batch_size, save_every, snapshot_every,
+              keep_snapshots)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if model_dir.is_dir() and not os.access(model_dir, os.W_OK | os.X_OK):
+        raise InputError(model_dir, "model folder is not writable")
+    plugin = load_trainer(trainer_name)
 
-    faces_a = load_faces(a_dirs, plugin.OUTPUT_SIZE, coverage, mask, "A")
-    faces_b = load_faces(b_dirs, plugin.OUTPUT_SIZE, coverage, mask, "B")
+    faces_a = load_faces(a_dirs, plugin.OUTPUT_SIZE, cov, mask_kind, "A")
+    faces_b = load_faces(b_dirs, plugin.OUTPUT_SIZE, cov, mask_kind, "B")
     if abs(faces_a.padding - faces_b.padding) > 1e-6:
-        raise InputError(Path(str(b_dirs[0])), "A and B faces were extracted with different "
-                                               "paddings; re-extract one side")
+        raise InputError(Path(str(b_dirs[0])), f"A's faces were extracted with padding "
+                                               f"{faces_a.padding}, B's with {faces_b.padding}; "
+                                               "re-extract one side")
     if state is not None and abs(float(state["padding"]) - faces_a.padding) > 1e-6:
         raise InputError(Path(str(a_dirs[0])), f"faces were extracted with padding "
-                                               f"{faces_a.padding}, the model with {state['padding']}")
-    _warn_coverage(a_dirs, b_dirs)
+                                               f"{faces_a.padding}, the model with "
+                                               f"{state['padding']}; re-extract them")
 
     policy = choose_policy(precision)
-    nets = Networks(trainer, policy)
-    optimizer = _optimizer(policy, learning_rate)
+    nets = Networks(trainer_name, policy)
+    optimizer = make_optimizer(policy, learning_rate)
+    loaded_from = None
+    if state is not None:
+        saved, folder = load_checkpoint(model_dir, nets, optimizer)  # InputError if all damaged
+        state = {**state, **saved}
+        loaded_from = folder.relative_to(model_dir).as_posix()
+
+    # -- from here on the model folder is ours to write
     model_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = model_dir / "timelapse" / "samples.npz"
+    clean_temporary(model_dir)
+    if loaded_from is not None and loaded_from != SAVE:
+        _restore(model_dir, model_dir / loaded_from)
+        warnings.append(f"resumed from {loaded_from}: the newer save was missing or damaged")
+    if state is None:
+        state = {"version": STATE_VERSION, "name": model_dir.name, "trainer": trainer_name,
+                 "input_size": plugin.INPUT_SIZE, "output_size": plugin.OUTPUT_SIZE,
+                 "coverage": cov, "padding": faces_a.padding, "mask": mask_kind,
+                 "loss": loss_kind, "iterations": 0, "created": now(), "best_loss": None,
+                 "history": [], "loss_log": "loss.csv"}
+    coverage_note = _coverage_check(a_dirs, b_dirs, model_dir)
+    if coverage_note:
+        warnings.append(coverage_note)
+
     from . import timelapse
 
-    if state is not None:
-        state = load_checkpoint(model_dir, nets, optimizer)
-    else:
-        state = {"version": STATE_VERSION, "name": model_dir.name, "trainer": trainer,
-                 "input_size": plugin.INPUT_SIZE, "output_size": plugin.OUTPUT_SIZE,
-                 "coverage": coverage, "padding": faces_a.padding, "mask": mask, "loss": loss,
-                 "iterations": 0, "created": now(), "best_loss": None, "history": [],
-                 "loss_log": "loss.csv"}
-    if timelapse.load_samples(samples_path) is None:
-        timelapse.save_samples(samples_path,
-                               _pick_samples(faces_a, timelapse_a, plugin.OUTPUT_SIZE, coverage, mask, "A"),
-                               _pick_samples(faces_b, timelapse_b, plugin.OUTPUT_SIZE, coverage, mask, "B"))
-    samples = timelapse.load_samples(samples_path)
-    assert samples is not None
-    assert all(k in state for k in FROZEN)
+    samples_path = model_dir / "timelapse" / "samples.npz"
+    samples = timelapse.load_samples(samples_path, plugin.OUTPUT_SIZE)
+    if samples is None:
+        samples = (_pick_samples(faces_a, timelapse_a, cov, mask_kind, "A"),
+                   _pick_samples(faces_b, timelapse_b, cov, mask_kind, "B"))
+        timelapse.save_samples(samples_path, *samples)
 
     start_iter = int(state["iterations"])
     losses = LossLog(model_dir / "loss.csv", start_iter)
-    step = _make_step(nets, optimizer, loss, policy == "mixed_float16")
+    step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
     log.info("training %s (%s, %s) from iteration %d on %d A / %d B faces", model_dir.name,
-             trainer, policy, start_iter, len(faces_a), len(faces_b))
+             trainer_name, policy, start_iter, len(faces_a), len(faces_b))
     data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
                    seed=seed if seed is not None else start_iter)
-    iteration = start_iter
+    iteration = last_saved = start_iter
     window: list[tuple[float, float]] = []
     la = lb = float("nan")
+    gain: float | None = None
     stopped = "iterations"
-    timing_start, timing_iters = time.perf_counter(), 0
+    timed_from, timed_steps = None, 0
+    total_target = iterations or 0
+
+    def rate() -> float:
+        if timed_from is None or timed_steps == 0:
+            return 0.0
+        return 2 * batch_size * timed_steps / max(time.perf_counter() - timed_from, 1e-9)
 
     def do_save() -> None:
+        nonlocal last_saved, gain
         mean_a = float(np.mean([w[0] for w in window])) if window else la
         mean_b = float(np.mean([w[1] for w in window])) if window else lb
         state.update(iterations=iteration, updated=now(), last_loss=[mean_a, mean_b],
-                     batch_size=batch_size, precision=policy, faces=[len(faces_a), len(faces_b)])
+                     batch_size=batch_size, precision=policy, learning_rate=learning_rate,
+                     faces=[len(faces_a), len(faces_b)])
         if window:
-            state["history"].append([iteration, mean_a, mean_b])
+            state["history"].append([iteration, round(mean_a, 6), round(mean_b, 6)])
+        gain = plateau_gain(state["history"])
+        state["plateau_gain"] = gain
         losses.flush()
+        is_best = state.get("best_loss") is None or mean_a + mean_b < state["best_loss"]
+        if is_best:
+            state["best_loss"] = mean_a + mean_b
+            state["best_iteration"] = iteration
         save_checkpoint(model_dir, nets, optimizer, state)
-        total = mean_a + mean_b
-        if state.get("best_loss") is None or total < state["best_loss"]:
-            state["best_loss"] = total
+        if is_best:
             copy_save(model_dir, model_dir / BEST)
-        if snapshot_every and iteration % snapshot_every == 0 and iteration > 0:
-            copy_save(model_dir, model_dir / "snapshots" / f"{iteration:08d}")
+        if snapshot_every and iteration % snapshot_every == 0:
+            copy_save(model_dir, model_dir / "snapshots" / str(iteration))
             _prune_snapshots(model_dir / "snapshots", keep_snapshots)
-        timelapse.write(model_dir / "timelapse" / f"{iteration:08d}.jpg",
+        timelapse.write(model_dir / "timelapse" / f"{iteration}.jpg",
                         timelapse.render(nets, samples[0], samples[1], iteration))
+        last_saved = iteration
         window.clear()
+        log.info("saved %s at iteration %d (loss A %.4f, B %.4f%s)", model_dir.name, iteration,
+                 mean_a, mean_b, "" if gain is None else f", gain {gain:+.1%}")
         if callback:
-            callback({"event": "save", "iteration": iteration, "loss_a": mean_a, "loss_b": mean_b})
+            callback({"event": "save", "iteration": iteration, "loss_a": mean_a,
+                      "loss_b": mean_b, "best": is_best, "plateau_gain": gain})
 
     try:
-        if iterations is not None and iteration >= iterations:
-            stopped = "iterations"
-        else:
-            for (xa, ya, ma, wa), (xb, yb, mb, wb) in data:
-                la_t, lb_t = step(xa, ya, ma, wa, xb, yb, mb, wb)
-                la, lb = float(la_t), float(lb_t)
-                if not (math.isfinite(la) and math.isfinite(lb)):
-                    raise InputError(model_dir, f"the loss became {la}/{lb} at iteration "
-                                                f"{iteration + 1}; training stopped and the last good "
-                                                f"save (iteration {state['iterations']}) is kept. "
-                                                "Try --precision float32 or a lower learning rate")
-                iteration += 1
-                timing_iters += 1
-                window.append((la, lb))
-                losses.add(iteration, la, lb)
-                if callback:
-                    callback({"iteration": iteration, "loss_a": la, "loss_b": lb})
-                if progress:
-                    elapsed = time.perf_counter() - timing_start
-                    progress(iteration, iterations or 0,
-                             {"loss_a": la, "loss_b": lb,
-                              "img_s": 2 * batch_size * timing_iters / max(elapsed, 1e-9)})
-                done = iterations is not None and iteration >= iterations
-                stop = stop_event is not None and stop_event.is_set()
-                if iteration % save_every == 0 or done or stop:
-                    do_save()
-                    if stop_on_plateau and _plateaued(state["history"]):
-                        stopped = "plateau"
-                        break
-                if done:
-                    stopped = "iterations"
+        while iterations is None or iteration < iterations:
+            if stop_event is not None and stop_event.is_set():
+                stopped = "stop request"
+                break
+            (xa, ya, ma), (xb, yb, mb) = next(data)
+            la_t, lb_t = step(xa, ya, ma, xb, yb, mb)
+            la, lb = float(la_t), float(lb_t)
+            if not (math.isfinite(la) and math.isfinite(lb)):
+                raise TrainingDiverged(
+                    model_dir, f"the loss became {la}/{lb} (A/B) at iteration {iteration + 1}; "
+                               f"training stopped and the last good save (iteration "
+                               f"{last_saved}) is kept. Resume with a lower --learning-rate"
+                               + (" or --precision float32" if policy != "float32" else ""))
+            iteration += 1
+            if timed_from is None:
+                timed_from = time.perf_counter()  # the first step includes tracing
+            else:
+                timed_steps += 1
+            window.append((la, lb))
+            losses.add(iteration, la, lb)
+            if callback:
+                callback({"iteration": iteration, "loss_a": la, "loss_b": lb, "img_s": rate()})
+            if progress:
+                speed = rate()
+                left = (total_target - iteration) * 2 * batch_size / speed if (
+                    speed and total_target) else None
+                progress(iteration, total_target,
+                         {"loss_a": la, "loss_b": lb, "img_s": speed, "eta_s": left})
+            if iteration % save_every == 0 or (snapshot_every and iteration % snapshot_every == 0):
+                do_save()
+                if stop_on_plateau and gain is not None and gain < PLATEAU_GAIN:
+                    stopped = "plateau"
                     break
-                if stop:
-                    stopped = "stop request"
-                    break
+        if iteration > last_saved:
+            do_save()
     finally:
         data.close()
         losses.close()
-    elapsed = time.perf_counter() - started
-    rate = 2 * batch_size * timing_iters / max(time.perf_counter() - timing_start, 1e-9)
-    return TrainResult(model_dir, iteration, la, lb, stopped, elapsed, rate)
-
-
-def _plateaued(history: list[list[float]]) -> bool:
-    """True when the best total loss of the last saves improved < 1 % on the best before."""
-    if len(history) < 2 * PLATEAU_PATIENCE:
-        return False
-    totals = [h[1] + h[2] for h in history]
-    before = min(totals[:-PLATEAU_PATIENCE])
-    recent = min(totals[-PLATEAU_PATIENCE:])
-    return recent > before * (1 - PLATEAU_GAIN)
-
-
-def _prune_snapshots(folder: Path, keep: int) -> None:
-    snaps = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-    for old in snaps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _warn_coverage(a_dirs, b_dirs) -> None:
-    """Say so when B's faces do not cover A's poses (the walkthrough's main lesson)."""
-    try:
-        from .coverage import coverage
-    except ImportError:
-        return
-    try:
-        report = coverage(list(a_dirs), list(b_dirs))
-    except InputError:
-        return
-    if getattr(report, "missing_regions", None):
-        log.warning("B's faces do not cover all of A's poses; expect weak swaps there:\n%s",
-                    report.describe())
+    if stopped == "plateau":
+        log.info("stopped %s at iteration %d: the loss gained %.2f%% over the last saves",
+                 model_dir.name, iteration, 100 * (gain or 0.0))
+    return TrainResult(model_dir, iteration, la, lb, stopped, time.perf_counter() - started,
+                       rate(), start_iter, policy, loaded_from, gain, warnings)

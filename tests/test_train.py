@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,24 @@ from hotfolders.errors import InputError
 
 def _losses(model_dir: Path) -> list[tuple[int, float, float]]:
     with (model_dir / "loss.csv").open() as fh:
-        return [(int(r[0]), float(r[1]), float(r[2])) for r in list(csv.reader(fh))[1:]]
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["iteration", "loss_a", "loss_b"]
+    return [(int(r[0]), float(r[1]), float(r[2])) for r in rows[1:]]
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _h5_arrays(path: Path) -> list[np.ndarray]:
+    import h5py
+
+    out: list[np.ndarray] = []
+    with h5py.File(path) as f:
+        f.visititems(lambda k, v: out.append(np.asarray(v)) if hasattr(v, "shape") else None)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -26,50 +44,62 @@ def trained(tmp_path_factory, astronaut_faces, grace_faces):
     from hotfolders.training import train
 
     model_dir = tmp_path_factory.mktemp("model") / "astro2grace"
-    events = []
+    events: list[dict] = []
     result = train([astronaut_faces], [grace_faces], model_dir, batch_size=4, iterations=40,
                    save_every=20, snapshot_every=20, keep_snapshots=1, seed=1,
-                   callback=events.append)
+                   precision="float32", callback=events.append)
     return model_dir, result, events
 
 
 def test_loss_goes_down_and_files_appear(trained):
+    import cv2
+
     model_dir, result, events = trained
-    assert result.iterations == 40 and result.stopped_because == "iterations"
+    assert (result.iterations, result.start_iteration, result.stopped_because) == (40, 0,
+                                                                                   "iterations")
     rows = _losses(model_dir)
     assert [r[0] for r in rows] == list(range(1, 41))
     first = np.mean([r[1] + r[2] for r in rows[:5]])
     last = np.mean([r[1] + r[2] for r in rows[-5:]])
     assert last < 0.85 * first, f"loss did not fall: {first:.3f} -> {last:.3f}"
-    assert sorted(p.name for p in (model_dir / "timelapse").glob("*.jpg")) == [
-        "00000020.jpg", "00000040.jpg"]
-    assert [p.name for p in (model_dir / "snapshots").iterdir()] == ["00000040"]  # kept 1
+    frames = sorted((model_dir / "timelapse").glob("*.jpg"), key=lambda p: int(p.stem))
+    assert [p.name for p in frames] == ["20.jpg", "40.jpg"]
+    grid = cv2.imread(str(frames[-1]))
+    assert grid is not None and grid.shape[1] > 6 * 64 and grid.shape[0] > 6 * 64
+    early, late = cv2.imread(str(frames[0])), grid
+    assert np.abs(early.astype(int) - late.astype(int)).mean() > 1  # the model changed
+    assert [p.name for p in (model_dir / "snapshots").iterdir()] == ["40"]  # kept 1
     assert (model_dir / "best" / "encoder.weights.h5").exists()
+    assert (model_dir / "timelapse" / "samples.npz").exists()
     saves = [e for e in events if e.get("event") == "save"]
     assert [e["iteration"] for e in saves] == [20, 40]
-    assert sum(1 for e in events if "event" not in e) == 40
+    steps = [e for e in events if "event" not in e]
+    assert [e["iteration"] for e in steps] == list(range(1, 41))
+    assert all(np.isfinite(e["loss_a"]) and np.isfinite(e["loss_b"]) for e in steps)
     state = json.loads((model_dir / "state.json").read_text())
     assert state["iterations"] == 40 and state["trainer"] == "lightweight"
-    assert state["coverage"] == 0.85 and state["padding"] == 0.5
+    assert (state["coverage"], state["padding"], state["mask"], state["loss"]) == (
+        0.85, 0.5, "extended", "mae+dssim")
+    assert [h[0] for h in state["history"]] == [20, 40]
 
 
 def test_one_shared_encoder_and_two_separate_decoders(trained):
-    import h5py
+    from hotfolders.model import Networks
 
     model_dir, _, _ = trained
     files = sorted(p.name for p in (model_dir / "save").glob("*.weights.h5"))
     assert files == ["decoder_a.weights.h5", "decoder_b.weights.h5", "encoder.weights.h5"]
-
-    def arrays(name):
-        out = []
-        with h5py.File(model_dir / "save" / name) as f:
-            f.visititems(lambda k, v: out.append(np.asarray(v)) if hasattr(v, "shape") else None)
-        return out
-
-    dec_a, dec_b = arrays("decoder_a.weights.h5"), arrays("decoder_b.weights.h5")
+    enc = _h5_arrays(model_dir / "save" / "encoder.weights.h5")
+    dec_a = _h5_arrays(model_dir / "save" / "decoder_a.weights.h5")
+    dec_b = _h5_arrays(model_dir / "save" / "decoder_b.weights.h5")
+    nets = Networks("lightweight")
+    # the saved model holds exactly one copy of the encoder: nothing else carries its weights
+    assert len(enc) == len(nets.encoder.trainable_variables)
+    assert len(enc) + len(dec_a) + len(dec_b) == len(nets.trainable_variables)
     assert [a.shape for a in dec_a] == [b.shape for b in dec_b]  # same structure
-    assert any(not np.allclose(a, b) for a, b in zip(dec_a, dec_b))  # separate weights
-    assert len(arrays("encoder.weights.h5")) > 0
+    assert all(not np.allclose(a, b) for a, b in zip(dec_a, dec_b) if a.ndim > 1)  # own weights
+    enc_shapes = {a.shape for a in enc if a.ndim > 1}
+    assert not enc_shapes & {a.shape for a in dec_a if a.ndim > 1}
 
 
 def test_swap_model_api(trained, astronaut_faces):
@@ -80,7 +110,9 @@ def test_swap_model_api(trained, astronaut_faces):
 
     model_dir, _, _ = trained
     model = load_swap_model(model_dir)
-    assert (model.iterations, model.input_size, model.output_size) == (40, 64, 64)
+    assert (model.name, model.trainer, model.iterations) == ("astro2grace", "lightweight", 40)
+    assert (model.input_size, model.output_size, model.coverage, model.padding) == (
+        64, 64, 0.85, 0.5)
     frame = render_frames(seconds=0.04)[0][0]
     entry = al.load(astronaut_faces / al.ALIGNMENTS_NAME).faces(0)[0]
     crop = warp(frame, face_crop_matrix(entry.landmarks, model), 64)
@@ -88,20 +120,67 @@ def test_swap_model_api(trained, astronaut_faces):
     assert out.shape == (2, 64, 64, 3) and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     rebuilt = model.swap(crop[None], "a2a")
-    assert not np.allclose(out[0], rebuilt[0])  # the other decoder draws another face
+    assert np.abs(out[0] - rebuilt[0]).mean() > 0.005  # the other decoder draws another face
+    # 19 faces: one compiled batch of 16 plus one padded to 4; results match one-by-one runs
+    many = np.stack([np.roll(crop, k, axis=1) for k in range(19)])
+    batched = model.swap(many, "b2a")
+    assert batched.shape == (19, 64, 64, 3)
+    for k in (0, 17, 18):
+        np.testing.assert_allclose(batched[k], model.swap(many[k:k + 1], "b2a")[0], atol=2e-5)
+    with pytest.raises(ValueError, match="direction"):
+        model.swap(many, "x2y")
 
 
-def test_damaged_save_falls_back_to_backup(trained, tmp_path):
+def test_damaged_save_falls_back_to_backup_and_training_continues(trained, astronaut_faces,
+                                                                  grace_faces, tmp_path):
+    from hotfolders.model import load_swap_model
+    from hotfolders.training import train
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained[0], model_dir)
+    (model_dir / "save" / "encoder.weights.h5").unlink()  # replace, not write in place
+    (model_dir / "save" / "encoder.weights.h5").write_bytes(b"\x89HDF garbage")
+    model = load_swap_model(model_dir)
+    assert model.iterations == 20  # the previous save
+    result = train([astronaut_faces], [grace_faces], model_dir, iterations=24, batch_size=2,
+                   save_every=2, precision="float32")
+    assert (result.start_iteration, result.iterations, result.loaded_from) == (20, 24, "save.bak")
+    assert (model_dir / "save.damaged" / "encoder.weights.h5").read_bytes() == b"\x89HDF garbage"
+    assert [r[0] for r in _losses(model_dir)] == list(range(1, 25))  # 21..40 replaced, not doubled
+    assert load_swap_model(model_dir).iterations == 24
+    for name in ("save", "save.bak", "best"):
+        shutil.rmtree(model_dir / name)
+    shutil.rmtree(model_dir / "snapshots")
+    with pytest.raises(InputError, match="no save"):
+        train([astronaut_faces], [grace_faces], model_dir, iterations=30)
+
+
+def test_every_save_damaged_is_an_input_error(trained, tmp_path):
     from hotfolders.model import load_swap_model
 
     model_dir = tmp_path / "m"
     shutil.copytree(trained[0], model_dir)
-    (model_dir / "save" / "encoder.weights.h5").write_bytes(b"garbage")
-    model = load_swap_model(model_dir)
-    assert model.iterations == 20  # the previous save
-    shutil.rmtree(model_dir / "save.bak")
-    with pytest.raises(InputError, match="damaged"):
+    for path in model_dir.glob("**/encoder.weights.h5"):
+        path.unlink()
+        path.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="every save of this model is damaged"):
         load_swap_model(model_dir)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_save(trained, astronaut_faces, grace_faces,
+                                                     tmp_path):
+    from hotfolders.model import load_swap_model
+    from hotfolders.training import TrainingDiverged, train
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained[0], model_dir)
+    before = {k: v for k, v in _tree(model_dir).items() if k.startswith(("save", "best"))}
+    with pytest.raises(TrainingDiverged, match="loss became nan.*last good save \\(iteration 40"):
+        train([astronaut_faces], [grace_faces], model_dir, iterations=60, batch_size=2,
+              save_every=2, precision="float32", learning_rate=1e30)
+    after = {k: v for k, v in _tree(model_dir).items() if k.startswith(("save", "best"))}
+    assert after == before
+    assert load_swap_model(model_dir).iterations == 40
 
 
 def test_settings_are_frozen(trained, astronaut_faces, grace_faces, tmp_path):
@@ -109,12 +188,34 @@ def test_settings_are_frozen(trained, astronaut_faces, grace_faces, tmp_path):
 
     model_dir = tmp_path / "m"
     shutil.copytree(trained[0], model_dir)
-    before = {p: p.stat().st_mtime_ns for p in model_dir.rglob("*")}
-    with pytest.raises(InputError, match="created with trainer = 'lightweight'"):
+    before = _tree(model_dir)
+    with pytest.raises(InputError, match="created with trainer = 'lightweight'.*'original'"):
         train([astronaut_faces], [grace_faces], model_dir, trainer="original", iterations=50)
-    with pytest.raises(InputError, match="coverage"):
+    with pytest.raises(InputError, match="coverage = 0.85.*0.7"):
         train([astronaut_faces], [grace_faces], model_dir, coverage=0.7, iterations=50)
-    assert {p: p.stat().st_mtime_ns for p in model_dir.rglob("*")} == before
+    with pytest.raises(InputError, match="mask = 'extended'"):
+        train([astronaut_faces], [grace_faces], model_dir, mask="components", iterations=50)
+    assert _tree(model_dir) == before
+
+
+def test_stop_event_saves_and_stops_at_the_next_step(astronaut_faces, grace_faces, tmp_path):
+    from hotfolders.training import train
+
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def callback(event: dict) -> None:
+        if "event" not in event:
+            seen.append(event["iteration"])
+            if event["iteration"] == 3:
+                stop.set()
+
+    result = train([astronaut_faces], [grace_faces], tmp_path / "m", batch_size=2,
+                   save_every=100, precision="float32", callback=callback, stop_event=stop)
+    assert (result.iterations, result.stopped_because) == (3, "stop request")
+    assert seen == [1, 2, 3]
+    assert json.loads((tmp_path / "m" / "state.json").read_text())["iterations"] == 3
+    assert (tmp_path / "m" / "timelapse" / "3.jpg").exists()
 
 
 def test_bad_input(astronaut_faces, grace_faces, tmp_path):
@@ -137,54 +238,95 @@ def test_bad_input(astronaut_faces, grace_faces, tmp_path):
     write_face(victim, cv2.resize(image, (100, 100)), meta)
     with pytest.raises(InputError, match="100x100 px but its metadata says 128"):
         train([astronaut_faces], [resized], tmp_path / "m2", iterations=1)
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for path in list_faces(grace_faces)[:10]:
+        image, meta = read_face(path)
+        write_face(tiny / path.name, cv2.resize(image, (48, 48)), {**meta, "size": 48})
+    with pytest.raises(InputError, match="48 px, smaller than the 64 px"):
+        train([astronaut_faces], [tiny], tmp_path / "m3", iterations=1)
+    with pytest.raises(InputError, match="face folder not found"):
+        train([astronaut_faces], [tmp_path / "nope"], tmp_path / "m4", iterations=1)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "state.json").write_text("{not json")
     with pytest.raises(InputError, match="unreadable"):
         train([astronaut_faces], [grace_faces], broken, iterations=1)
+    assert (broken / "state.json").read_text() == "{not json"
+    with pytest.raises(InputError, match="unreadable"):
+        load_swap_model(broken)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no save yet"):
         load_swap_model(empty)
-    assert not (tmp_path / "m2" / "save").exists()
+    with pytest.raises(InputError, match="not found"):
+        load_swap_model(tmp_path / "missing")
+    assert not any((tmp_path / m).exists() for m in ("m1", "m2", "m3", "m4"))
+    assert sorted(p.name for p in empty.iterdir()) == []
 
 
+def test_cli_bad_input_is_one_line_and_exit_2(astronaut_faces, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "train", "--a", str(astronaut_faces),
+                           "--b", str(few), "--model-dir", str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"facedrop train: error: {few}: side B has 0 faces in {few}; at least 8 are needed "
+        "(a few hundred for a good model)"]
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
 def test_kill_during_training_resumes_exactly(astronaut_faces, grace_faces, tmp_path):
     """kill -9 a real `facedrop train`, restart: same iteration count and optimizer state."""
     from hotfolders.model import Networks, load_checkpoint
-    from hotfolders.training import _optimizer
+    from hotfolders.training import make_optimizer
 
     model_dir = tmp_path / "m"
     cmd = [sys.executable, "-m", "daemon.cli", "train", "--a", str(astronaut_faces), "--b",
            str(grace_faces), "--model-dir", str(model_dir), "--batch-size", "2",
-           "--save-every", "3", "--iterations", "100000", "--precision", "float32"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--save-every", "3", "--precision", "float32"]
+    proc = subprocess.Popen(cmd + ["--iterations", "100000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
             state = model_dir / "state.json"
             if state.exists() and json.loads(state.read_text())["iterations"] >= 6:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("training never saved")
-        time.sleep(0.3)  # somewhere between saves, maybe inside one
+        time.sleep(0.25)  # somewhere between saves, maybe inside one
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    saved = json.loads((model_dir / "state.json").read_text())["iterations"]
-    assert saved >= 6 and saved % 3 == 0
+    assert proc.returncode == -signal.SIGKILL
     nets = Networks("lightweight")
-    opt = _optimizer("float32", 5e-5)
-    state = load_checkpoint(model_dir, nets, opt)
-    assert state["iterations"] == saved
+    opt = make_optimizer("float32")
+    state, folder = load_checkpoint(model_dir, nets, opt)
+    saved = state["iterations"]
+    assert saved >= 6 and saved % 3 == 0
     assert int(opt.iterations.numpy()) == saved  # Adam's own step count came back too
-    moments = [v.numpy().copy() for v in opt.variables[2:6]]
-    assert any(np.abs(m).sum() > 0 for m in moments)
-    target = saved + 4
-    done = subprocess.run(cmd[:-4] + ["--iterations", str(target), "--precision", "float32"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    with np.load(folder / "optimizer.npz", allow_pickle=False) as data:
+        stored = [data[k] for k in sorted(data.files) if k.startswith("v")]
+    restored = [v.numpy() for v in opt.variables]
+    assert len(stored) == len(restored)
+    assert all(np.array_equal(s, r) for s, r in zip(stored, restored))
+    assert any(np.abs(v).sum() > 0 for v in restored[2:])  # real moments, not zeros
     rows = _losses(model_dir)
-    assert [r[0] for r in rows] == list(range(1, target + 1)), "loss history lost or doubled"
+    assert rows[-1][0] >= saved  # the log may run past the save; those rows are replaced
+    target = saved + 4
+    done = subprocess.run(cmd + ["--iterations", str(target)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{target} iterations (this run 4)" in done.stdout
+    assert [r[0] for r in _losses(model_dir)] == list(range(1, target + 1)), \
+        "loss history lost or doubled"
     assert json.loads((model_dir / "state.json").read_text())["iterations"] == target
+    opt2 = make_optimizer("float32")
+    load_checkpoint(model_dir, Networks("lightweight"), opt2)
+    assert int(opt2.iterations.numpy()) == target
+    assert not list(model_dir.glob(".*.tmp"))

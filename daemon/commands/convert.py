@@ -1,27 +1,35 @@
-"""Swap faces in a video (or a folder of photos) with a trained model.
+"""Swap faces in a video (or a photo, or a folder of photos) with a trained model.
 
 Every frame is written once, in order, at the source frame rate, with the source audio; frames
 without a face pass through unchanged. The output is labelled as synthetic: mp4 metadata, a
-`<stem>.provenance.json` manifest beside it, and a small visible label (unless --no-label).
+`<output stem>.provenance.json` manifest beside it (sha256 of input and output, model, every
+setting), and a small visible label (unless --no-label). A photo converts into a PNG; a folder
+of photos into a folder of `<stem>_swapped.png` files, each with its manifest.
+Exit code 2 with a one-line message for a corrupt or missing target, a missing or unsaved
+model, or a full disk; nothing is left at the output path then.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from hotfolders.convert import FACE_SELECT
 from hotfolders.masks import MASK_TYPES
 from hotfolders.plugins.convert import COLORS, SHARPENERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path, help="target video of person A, or a folder of photos")
+    parser.add_argument("input", type=Path, help="target video of person A (or of B, with --swap), a photo, or a "
+                             "folder of photos")
     parser.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                         help="trained model folder")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
-                        help="output mp4 (or folder, for photos)")
+                        help="output mp4 (a .png beside it for a photo; a folder for a folder)")
     parser.add_argument("--alignments", type=Path, metavar="FILE",
-                        help="alignments of the target (from `facedrop extract --every-n 1`); "
-                             "default: detect faces in every frame")
+                        help="landmarks of the target (from `facedrop extract --every-n 1`, or "
+                             "saved by an earlier convert); if FILE does not exist yet, the "
+                             "landmarks detected now are saved there for the next run "
+                             "(default: detect faces in every frame)")
     parser.add_argument("--mask", choices=MASK_TYPES, default="extended", help="default: extended")
     parser.add_argument("--erode", type=int, default=0, metavar="PX",
                         help="shrink (positive) or grow (negative) the mask, in model pixels")
@@ -32,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sharpen", choices=SHARPENERS, default="none", help="default: none")
     parser.add_argument("--swap", action="store_true",
                         help="swap B -> A instead of A -> B (the target shows person B)")
+    parser.add_argument("--face-select", choices=FACE_SELECT, default="largest",
+                        help="which face to swap when a frame shows several: the largest "
+                             "(default), the one nearest the centre, or all")
     parser.add_argument("--no-label", action="store_true",
                         help="leave out the visible 'AI-generated' label (metadata and manifest "
                              "still mark the video as synthetic)")
@@ -48,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         result = convert(args.input, args.model_dir, args.output, alignments=args.alignments,
                          mask=args.mask, erode=args.erode, blur=args.blur, color=args.color,
                          sharpen=args.sharpen, swap=args.swap, label=not args.no_label,
+                         face_select=args.face_select,
                          batch_size=args.batch_size, progress=update)
     print(result.describe())
     if result.manifest:

@@ -2,13 +2,14 @@
 
 ``color/<name>.py`` defines ``adjust(face, original, mask) -> face`` working on float32 RGB in
 [0, 1] at the model's output size (``mask`` is HxWx1); ``sharpen/<name>.py`` defines
-``sharpen(image) -> image`` on float32 RGB. A CLI name maps to a module by replacing ``-``
-with ``_`` (``avg-color`` -> ``avg_color.py``), as in faceswap.
+``sharpen(image, radius=1.0) -> image`` on float32 RGB (``radius``: frame pixels per model
+pixel). A CLI name maps to a module by replacing ``-`` with ``_`` (``avg-color`` ->
+``avg_color.py``), as in faceswap; a new method is one new module plus its name here.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 COLORS = ("avg-color", "color-transfer", "match-hist", "seamless", "none")
 SHARPENERS = ("none", "box", "gaussian", "unsharp")

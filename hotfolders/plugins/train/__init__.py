@@ -1,8 +1,9 @@
 """Trainer plugins: one small module per model layout, looked up by name.
 
 Each module defines ``INPUT_SIZE``, ``OUTPUT_SIZE``, ``DESCRIPTION``, ``build_encoder()`` and
-``build_decoder(name)``. The trainer builds ONE encoder and TWO decoders from the same builder,
-so the decoders share a structure but never weights.
+``build_decoder(name)``. A model is ONE encoder and TWO decoders built by the same
+``build_decoder``, so the decoders share a structure but never weights. Adding a trainer is
+adding a module here and its name to :data:`TRAINERS`.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib
 from types import ModuleType
 
 TRAINERS = ("lightweight", "original", "dfaker")
+DEFAULT_TRAINER = "lightweight"
 
 
 def load_trainer(name: str) -> ModuleType:
@@ -17,3 +19,8 @@ def load_trainer(name: str) -> ModuleType:
     if name not in TRAINERS:
         raise ValueError(f"unknown trainer {name!r}; choose one of {', '.join(TRAINERS)}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def describe() -> dict[str, str]:
+    """Trainer name -> one-line description, for help texts."""
+    return {name: load_trainer(name).DESCRIPTION for name in TRAINERS}

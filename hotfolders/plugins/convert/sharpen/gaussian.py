@@ -1,11 +1,13 @@
-"""``gaussian``: add back the difference to a small Gaussian blur (gentle)."""
+"""``gaussian``: add back the difference to a Gaussian blur (gentle)."""
 from __future__ import annotations
 
 import numpy as np
 
+AMOUNT = 1.0
 
-def sharpen(image: np.ndarray) -> np.ndarray:
+
+def sharpen(image: np.ndarray, radius: float = 1.0) -> np.ndarray:
     import cv2
 
-    blurred = cv2.GaussianBlur(image, (0, 0), 1.0)
-    return np.clip(image + 0.8 * (image - blurred), 0.0, 1.0)
+    blurred = cv2.GaussianBlur(image, (0, 0), max(0.8, radius))
+    return np.clip(image + AMOUNT * (image - blurred), 0.0, 1.0)

@@ -1,0 +1,218 @@
+"""Model folder I/O without a training run: crash states, optimizer state, trainers, policy."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotfolders.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A lightweight model saved twice (iterations 5 then 7) with a real optimizer state."""
+    import tensorflow as tf
+
+    from hotfolders.model import Networks, save_checkpoint
+    from hotfolders.training import make_optimizer
+
+    model_dir = tmp_path_factory.mktemp("io") / "m"
+    model_dir.mkdir()
+    nets = Networks("lightweight")
+    opt = make_optimizer("float32")
+    x = tf.random.uniform((2, 64, 64, 3), seed=1)
+    state = {"version": 1, "name": "m", "trainer": "lightweight", "input_size": 64,
+             "output_size": 64, "coverage": 0.85, "padding": 0.5, "mask": "extended",
+             "loss": "mae", "history": []}
+    for iterations in (5, 7):
+        for _ in range(iterations - int(opt.iterations.numpy())):
+            with tf.GradientTape() as tape:
+                code = nets.encoder(x)
+                loss = tf.reduce_mean(tf.abs(nets.decoder_a(code) - x)) + tf.reduce_mean(
+                    tf.abs(nets.decoder_b(code) - x))
+            grads = tape.gradient(loss, nets.trainable_variables)
+            opt.apply_gradients(zip(grads, nets.trainable_variables))
+        save_checkpoint(model_dir, nets, opt, {**state, "iterations": iterations})
+    return model_dir, nets, opt
+
+
+def _copy(saved, tmp_path: Path) -> Path:
+    dest = tmp_path / "m"
+    shutil.copytree(saved[0], dest)
+    return dest
+
+
+def test_save_layout_and_exact_optimizer_roundtrip(saved):
+    from hotfolders.model import Networks, load_checkpoint
+    from hotfolders.training import make_optimizer
+
+    model_dir, nets, opt = saved
+    assert sorted(p.name for p in model_dir.iterdir()) == ["save", "save.bak", "state.json"]
+    assert json.loads((model_dir / "save" / "state.json").read_text())["iterations"] == 7
+    assert json.loads((model_dir / "save.bak" / "state.json").read_text())["iterations"] == 5
+    nets2, opt2 = Networks("lightweight"), make_optimizer("float32")
+    state, folder = load_checkpoint(model_dir, nets2, opt2)
+    assert (state["iterations"], folder.name) == (7, "save")
+    assert int(opt2.iterations.numpy()) == 7
+    for a, b in zip(opt.variables, opt2.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(nets.trainable_variables, nets2.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with np.load(model_dir / "save" / "optimizer.npz", allow_pickle=False) as data:
+        assert "paths" in data.files  # readable without pickle
+
+
+def test_kill_between_renames_leaves_a_loadable_model(saved, tmp_path):
+    """The states a kill -9 inside save_checkpoint can leave behind all load."""
+    from hotfolders.model import Networks, clean_temporary, load_checkpoint, read_state
+
+    model_dir = _copy(saved, tmp_path)
+    # killed after `save` -> `save.bak`, before the new temp folder became `save`
+    shutil.rmtree(model_dir / "save.bak")
+    os.replace(model_dir / "save", model_dir / "save.bak")
+    shutil.copytree(model_dir / "save.bak", model_dir / ".save-123.tmp")
+    (model_dir / ".save-123.tmp" / "encoder.weights.h5").write_bytes(b"half written")
+    state, folder = load_checkpoint(model_dir, Networks("lightweight"))
+    assert (state["iterations"], folder.name) == (7, "save.bak")
+    clean_temporary(model_dir)
+    assert not (model_dir / ".save-123.tmp").exists()
+    # killed after the first save's rename, before the readers' state.json
+    (model_dir / "state.json").unlink()
+    assert read_state(model_dir)["iterations"] == 7
+
+
+def test_precision_can_change_between_runs(saved):
+    """A float32 save resumes under bfloat16 (and float16's loss-scale wrapper) unchanged."""
+    from hotfolders.model import Networks, load_checkpoint
+    from hotfolders.training import make_optimizer
+
+    model_dir = saved[0]
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        opt = make_optimizer(policy)
+        state, _ = load_checkpoint(model_dir, Networks("lightweight", policy), opt)
+        assert state["iterations"] == 7
+        inner = getattr(opt, "inner_optimizer", opt)
+        assert int(inner.iterations.numpy()) == 7
+
+
+def test_trainers_share_one_encoder_layout_and_have_twin_decoders():
+    from hotfolders.model import Networks
+    from hotfolders.plugins.train import TRAINERS, describe, load_trainer
+
+    assert set(describe()) == set(TRAINERS) == {"lightweight", "original", "dfaker"}
+    with pytest.raises(ValueError, match="unknown trainer"):
+        load_trainer("nope")
+    sizes = {}
+    for name in TRAINERS:
+        nets = Networks(name)
+        a, b = nets.decoder_a, nets.decoder_b
+        assert [v.shape for v in a.trainable_variables] == [v.shape for v in b.trainable_variables]
+        ids_a = {id(v) for v in a.trainable_variables}
+        assert not ids_a & {id(v) for v in b.trainable_variables}
+        assert not ids_a & {id(v) for v in nets.encoder.trainable_variables}
+        x = np.zeros((1, nets.input_size, nets.input_size, 3), np.float32)
+        sizes[name] = tuple(a(nets.encoder(x)).shape)
+        del nets
+    assert sizes == {"lightweight": (1, 64, 64, 3), "original": (1, 64, 64, 3),
+                     "dfaker": (1, 128, 128, 3)}
+
+
+def test_policy_choice():
+    from hotfolders.training import choose_policy, cpu_has_bf16
+
+    assert cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
+    assert not cpu_has_bf16("flags\t\t: fpu avx2 fma\nbugs\t\t: amx_bf16\n")
+    assert choose_policy("float32") == "float32"
+    expected = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    assert choose_policy("auto") == expected  # tests hide any GPU (CUDA_VISIBLE_DEVICES="")
+    assert choose_policy("mixed") == "mixed_bfloat16"
+    with pytest.raises(ValueError):
+        choose_policy("half")
+
+
+def test_plateau_gain():
+    from hotfolders.training import plateau_gain
+
+    falling = [[i * 10, 1.0 / i, 1.0 / i] for i in range(1, 9)]
+    assert plateau_gain(falling[:7]) is None  # two windows of 4 saves needed
+    assert plateau_gain(falling) > 0.3
+    flat = falling + [[90 + i * 10, 0.1, 0.1] for i in range(12)]
+    assert abs(plateau_gain(flat)) < 1e-9
+    slow = [[i, 1.0 - 0.0001 * i, 1.0 - 0.0001 * i] for i in range(40)]
+    assert 0 < plateau_gain(slow) < 0.01  # windows of 8 saves: "stopped improving"
+
+
+def test_loss_log_drops_rows_after_the_save(tmp_path):
+    from hotfolders.training import LossLog
+
+    path = tmp_path / "loss.csv"
+    log = LossLog(path, 0)
+    for i in range(1, 8):
+        log.add(i, 0.5, 0.4)
+    log.close()
+    LossLog(path, 5).close()
+    assert path.read_text().splitlines() == ["iteration,loss_a,loss_b"] + [
+        f"{i},0.500000,0.400000" for i in range(1, 6)]
+
+
+def test_state_from_the_future_or_foreign_is_refused(tmp_path):
+    from hotfolders.model import read_state
+
+    (tmp_path / "state.json").write_text(json.dumps({"version": 99, "trainer": "lightweight"}))
+    with pytest.raises(InputError, match="newer"):
+        read_state(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputError, match="not a facedrop model"):
+        read_state(tmp_path)
+
+
+SAVE_LOOP = """
+import sys
+from hotfolders.model import Networks, save_checkpoint
+from hotfolders.training import make_optimizer
+nets, opt = Networks("lightweight"), make_optimizer("float32")
+opt.build(nets.trainable_variables)
+state = {"version": 1, "name": "m", "trainer": "lightweight", "input_size": 64,
+         "output_size": 64, "coverage": 0.85, "padding": 0.5, "mask": "extended",
+         "loss": "mae", "history": []}
+i = int(sys.argv[2])
+while True:
+    i += 1
+    save_checkpoint(sys.argv[1], nets, opt, {**state, "iterations": i})
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_inside_saves_never_breaks_the_model(tmp_path):
+    """Saves back to back in a real process, killed with SIGKILL three times at odd moments."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hotfolders.model import Networks, load_checkpoint, read_state
+
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    last = 0
+    for delay in (0.13, 0.71, 0.37):
+        proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(model_dir), str(last)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            first = int(proc.stdout.readline())  # one save done: now kill inside a later one
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            printed = [first] + [int(line) for line in proc.stdout.read().split()]
+        finally:
+            proc.wait(timeout=30)
+        state, folder = load_checkpoint(model_dir, Networks("lightweight"))
+        # the last save reported done, or one the kill let finish before it could print
+        assert printed[-1] <= state["iterations"] <= printed[-1] + 1
+        assert read_state(model_dir)["iterations"] >= state["iterations"] - 1
+        last = state["iterations"]

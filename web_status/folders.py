@@ -1,0 +1,363 @@
+"""What the hot folders hold, read straight from the file system (never written).
+
+People (``review/`` and ``approved/``), models (``models/<name>/``), outputs (``output/``) and
+failures (``failed/<stage>/*.error.txt``) exist as files whether or not the daemon has run,
+so this half of the status needs no database. Every listing is bounded (a person with 5 000
+faces costs one ``scandir`` per source folder, not 5 000 ``stat`` calls) and tolerant: a
+folder that vanishes mid-listing or a malformed JSON file is skipped, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FACE_SUFFIX = ".png"
+MAX_PEOPLE = 100
+MAX_THUMBS = 8
+MAX_FLAGGED = 8
+MAX_OUTPUTS = 50
+MAX_FAILURES = 30
+MAX_TIMELAPSE = 200
+ERROR_SUFFIX = ".error.txt"
+OUTPUT_SUFFIX = "_swapped.mp4"
+MANIFEST_SUFFIX = ".provenance.json"
+REVIEW_JSON, REVIEW_IMAGE = "review.json", "review.jpg"
+COVERAGE_RE = re.compile(r"^coverage[\w.-]*\.(png|jpe?g)$", re.I)
+NUMBER_RE = re.compile(r"^(\d+)$")
+
+
+def visible_dirs(folder: Path) -> list[os.DirEntry]:
+    """Sub-folders of ``folder`` that a person made (no dot-folders, no OS litter), by name."""
+    try:
+        with os.scandir(folder) as it:
+            out = [e for e in it if not e.name.startswith((".", "@", "__")) and _is_dir(e)]
+    except OSError:
+        return []
+    return sorted(out, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    # symlinks are not followed in listings: one could point anywhere (the file routes refuse
+    # targets outside the root anyway; this keeps them off the page too)
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _files(folder: Path, suffix: str | None = None) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return [e for e in it if not e.name.startswith(".")
+                    and (suffix is None or e.name.lower().endswith(suffix)) and _is_file(e)]
+    except OSError:
+        return []
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _mtime(entry: os.DirEntry | Path) -> float:
+    try:
+        return entry.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _read_json(path: Path, limit: int = 4 << 20) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when missing, too large or malformed."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def iso(ts: float | None) -> str | None:
+    """UTC ISO-8601 for a Unix time (what the JSON API gives)."""
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def rel(root: Path, path: Path | str) -> str:
+    return Path(path).relative_to(root).as_posix()
+
+
+# --- people -----------------------------------------------------------------------------
+
+def _source_folder(root: Path, folder: Path, with_report: bool) -> dict[str, Any]:
+    faces = sorted(e.name for e in _files(folder, FACE_SUFFIX))
+    info: dict[str, Any] = {"name": folder.name, "path": rel(root, folder), "faces": len(faces),
+                            "sample": faces[:MAX_THUMBS], "report": None, "coverage": []}
+    if with_report:
+        info["report"] = review_report(root, folder, set(faces))
+    info["coverage"] = [rel(root, folder / e.name) for e in _files(folder)
+                        if COVERAGE_RE.match(e.name)]
+    return info
+
+
+def review_report(root: Path, folder: Path, present: set[str]) -> dict[str, Any] | None:
+    """The flagged faces of ``review.json`` (written by the review stage) still present."""
+    data = _read_json(folder / REVIEW_JSON)
+    if data is None:
+        return None
+    items = data.get("items") if isinstance(data.get("items"), list) else []
+    flagged = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("reasons"):
+            continue
+        name = str(item.get("name", ""))
+        if name not in present or "/" in name:
+            continue  # deleted by the person since the report was written
+        flagged.append({"name": name, "path": rel(root, folder / name),
+                        "reasons": [str(r) for r in item.get("reasons", [])][:6],
+                        "notes": [str(n) for n in item.get("notes", [])][:6]})
+    counts = data.get("counts") if isinstance(data.get("counts"), dict) else {}
+    sheet = folder / REVIEW_IMAGE
+    return {
+        "faces": int(data.get("faces", 0) or 0),
+        "flagged": int(data.get("flagged", len(flagged)) or 0),
+        "flagged_present": len(flagged),
+        "counts": {str(k): int(v) for k, v in counts.items() if isinstance(v, int) and v},
+        "created": data.get("created"),
+        "items": flagged[:MAX_FLAGGED],
+        "sheet": rel(root, sheet) if sheet.is_file() else None,
+        "json": rel(root, folder / REVIEW_JSON),
+    }
+
+
+def people(root: Path) -> list[dict[str, Any]]:
+    """Per person: face sets waiting in ``review/`` and approved in ``approved/``."""
+    found: dict[str, dict[str, Any]] = {}
+    for area in ("approved", "review"):
+        for person in visible_dirs(root / area)[:MAX_PEOPLE]:
+            entry = found.setdefault(person.name, {
+                "name": person.name, "approved_faces": 0, "review_faces": 0,
+                "approved": [], "review": [], "coverage": []})
+            person_dir = Path(person.path)
+            entry["coverage"] += [rel(root, person_dir / e.name) for e in _files(person_dir)
+                                  if COVERAGE_RE.match(e.name)]
+            for source in visible_dirs(person_dir):
+                info = _source_folder(root, Path(source.path), with_report=area == "review")
+                entry[area].append(info)
+                entry[f"{area}_faces"] += info["faces"]
+                entry["coverage"] += info["coverage"]
+            # photos or faces dropped directly into the person folder count too
+            loose = sorted(e.name for e in _files(person_dir, FACE_SUFFIX)
+                           if not COVERAGE_RE.match(e.name))
+            if loose:
+                entry[area].append({"name": ".", "path": rel(root, person_dir),
+                                    "faces": len(loose), "sample": loose[:MAX_THUMBS],
+                                    "report": None, "coverage": []})
+                entry[f"{area}_faces"] += len(loose)
+    out = []
+    for entry in sorted(found.values(), key=lambda e: e["name"].lower()):
+        thumbs = []
+        for area in ("approved", "review"):
+            for src in entry[area]:
+                base = src["path"]
+                thumbs += [f"{base}/{name}" for name in src["sample"]]
+        entry["thumbnails"] = thumbs[:MAX_THUMBS]
+        entry["flagged"] = [item for src in entry["review"] if src["report"]
+                            for item in src["report"]["items"]][:MAX_FLAGGED]
+        out.append(entry)
+    return out
+
+
+# --- models -----------------------------------------------------------------------------
+
+def _model_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return {"error": f"model.toml: {exc}"}
+    return data if isinstance(data, dict) else {}
+
+
+def _numbered(folder: Path, suffix: str | None) -> list[tuple[int, os.DirEntry]]:
+    """Entries named ``<iterations>`` (folders) or ``<iterations><suffix>`` (files), sorted."""
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                stem = e.name
+                if suffix is not None:
+                    if not e.name.lower().endswith(suffix):
+                        continue
+                    stem = e.name[: -len(suffix)]
+                m = NUMBER_RE.match(stem)
+                if m:
+                    out.append((int(m.group(1)), e))
+    except OSError:
+        return []
+    return sorted(out, key=lambda t: t[0])
+
+
+def _timelapse(root: Path, folder: Path) -> list[dict[str, Any]]:
+    frames = []
+    for suffix in (".jpg", ".jpeg", ".png"):
+        frames += [(n, e) for n, e in _numbered(folder / "timelapse", suffix) if _is_file(e)]
+    frames.sort(key=lambda t: t[0])
+    return [{"iterations": n, "path": rel(root, folder / "timelapse" / e.name)}
+            for n, e in frames[-MAX_TIMELAPSE:]]
+
+
+def _state_iterations(state: dict[str, Any]) -> int | None:
+    for key in ("iterations", "iteration", "iter", "step"):
+        value = state.get(key)
+        if isinstance(value, (int, float)):
+            return int(value)
+    return None
+
+
+def models(root: Path) -> list[dict[str, Any]]:
+    """Per model folder: its pair, trainer, iterations, timelapse frames and snapshots."""
+    out = []
+    for entry in visible_dirs(root / "models"):
+        folder = Path(entry.path)
+        toml = _model_toml(folder / "model.toml") if (folder / "model.toml").is_file() else {}
+        state = _read_json(folder / "state.json") or {}
+        settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+        trainer = toml.get("trainer") or settings.get("trainer") or state.get("trainer")
+        if isinstance(trainer, dict):
+            trainer = trainer.get("name")
+        snapshots = [{"iterations": n, "name": e.name, "modified": iso(_mtime(e))}
+                     for n, e in _numbered(folder / "snapshots", None) if _is_dir(e)]
+        coverage = [rel(root, folder / e.name) for e in _files(folder)
+                    if COVERAGE_RE.match(e.name)]
+        cov_json = _read_json(folder / "coverage.json")
+        out.append({
+            "name": entry.name,
+            "a": str(toml.get("a", state.get("a", "")) or ""),
+            "b": str(toml.get("b", state.get("b", "")) or ""),
+            "trainer": str(trainer) if trainer else None,
+            "target_iterations": _int(toml.get("iterations") or settings.get("iterations")),
+            "config_error": toml.get("error"),
+            "iterations": _state_iterations(state),
+            "saved_loss": _pair(state.get("last_loss")),
+            "saved": iso(_mtime(folder / "state.json")) if state else None,
+            "has_loss": (folder / "loss.csv").is_file(),
+            "timelapse": _timelapse(root, folder),
+            "snapshots": snapshots[::-1],
+            "coverage": coverage,
+            "coverage_fraction": (cov_json or {}).get("fraction_covered"),
+            "coverage_missing": [str(r.get("kind", "")) for r in (cov_json or {}).get(
+                "missing_regions", []) if isinstance(r, dict)][:20],
+        })
+    return out
+
+
+def _pair(value: Any) -> dict[str, float] | None:
+    """``[loss_a, loss_b]`` from state.json as ``{"a": .., "b": ..}``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value):
+        return {"a": float(value[0]), "b": float(value[1])}
+    return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# --- outputs and failures ---------------------------------------------------------------
+
+def outputs(root: Path) -> list[dict[str, Any]]:
+    """Swapped videos in ``output/<model>/`` (newest first) with their provenance manifest."""
+    found = []
+    for model in visible_dirs(root / "output"):
+        folder = Path(model.path)
+        for e in _files(folder, OUTPUT_SUFFIX):
+            found.append((_mtime(e), model.name, folder, e))
+    found.sort(key=lambda t: -t[0])
+    out = []
+    for mtime, model, folder, e in found[:MAX_OUTPUTS]:
+        manifest_path = folder / (e.name[: -len(".mp4")] + MANIFEST_SUFFIX)
+        manifest = _read_json(manifest_path, limit=1 << 20)
+        try:
+            size = e.stat().st_size
+        except OSError:
+            size = 0
+        out.append({
+            "model": model, "name": e.name, "path": rel(root, folder / e.name), "size": size,
+            "modified": iso(mtime),
+            "manifest_path": rel(root, manifest_path) if manifest is not None else None,
+            "manifest": manifest,
+            "summary": _manifest_summary(manifest),
+        })
+    return out
+
+
+def _manifest_summary(m: dict[str, Any] | None) -> dict[str, Any]:
+    """The few manifest fields worth a column; the full manifest stays available."""
+    m = m or {}
+
+    def pick(*keys: str) -> Any:
+        for key in keys:
+            cur: Any = m
+            for part in key.split("."):
+                cur = cur.get(part) if isinstance(cur, dict) else None
+            if cur not in (None, ""):
+                return cur
+        return None
+
+    return {
+        "input": pick("input.name", "input.path", "input_name", "input", "source"),
+        "input_sha256": pick("input.sha256", "input_sha256"),
+        "output_sha256": pick("output.sha256", "output_sha256"),
+        "model": pick("model.name", "model_name", "model"),
+        "iterations": pick("model.iterations", "iterations"),
+        "created": pick("created", "time", "created_at"),
+        "version": pick("generator.version", "facedrop_version", "version"),
+        "synthetic": pick("synthetic", "label"),
+    }
+
+
+def failures(root: Path) -> list[dict[str, Any]]:
+    """``failed/<stage>/<file>.error.txt`` reports, newest first, with their first lines."""
+    found = []
+    failed = root / "failed"
+    for stage in visible_dirs(failed):
+        for e in _files(Path(stage.path), ERROR_SUFFIX):
+            found.append((_mtime(e), stage.name, e))
+    # inputs dropped straight into failed/ (no stage folder)
+    for e in _files(failed, ERROR_SUFFIX):
+        found.append((_mtime(e), "", e))
+    found.sort(key=lambda t: -t[0])
+    out = []
+    for mtime, stage, e in found[:MAX_FAILURES]:
+        try:
+            with open(e.path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(4096)
+        except OSError:
+            continue
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        out.append({"stage": stage, "file": e.name[: -len(ERROR_SUFFIX)],
+                    "reason": _reason(lines), "text": text, "when": iso(mtime)})
+    return out
+
+
+def _reason(lines: list[str]) -> str:
+    """The line of an error report that says why (a ``why:``/``reason:`` line if present)."""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("why", "reason", "error") and value.strip():
+            return value.strip()[:300]
+    return (lines[0] if lines else "(empty report)")[:300]
