@@ -58,6 +58,8 @@ def setup_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("watchdog", "apscheduler", "waitress", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # a page load fetches many thumbnails at once; waitress calls that a queue warning
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

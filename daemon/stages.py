@@ -88,7 +88,7 @@ def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
                      sharpen=p["sharpen"], label=p["label"],
                      progress=lambda done, total: report({"done": done, "total": total,
                                                           "unit": "frames"}))
-    return {"output": str(out), "message": result.describe()}
+    return {"output": str(result.output), "message": result.describe()}
 
 
 STAGES = {"extract": extract_stage, "clean": clean_stage, "train": train_stage,
