@@ -32,7 +32,8 @@ def face_key(meta: dict[str, Any]) -> tuple[str, int, int]:
     return meta["source_sha256"], int(meta["frame"]), int(meta["face"])
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -40,7 +41,7 @@ def _itxt(keyword: str, text: str) -> bytes:
     # keyword \0 compression-flag compression-method language-tag \0 translated-keyword \0 text
     payload = keyword.encode("latin-1") + b"\x00\x01\x00" + b"\x00" + b"\x00" + zlib.compress(
         text.encode("utf-8"), 6)
-    return _chunk(b"iTXt", payload)
+    return png_chunk(b"iTXt", payload)
 
 
 def _filtered_rows(image: np.ndarray) -> bytes:
@@ -72,10 +73,10 @@ def encode_face(image: np.ndarray, meta: dict[str, Any], compression: int = 1) -
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return b"".join((
         _PNG_SIGNATURE,
-        _chunk(b"IHDR", header),
+        png_chunk(b"IHDR", header),
         _itxt(META_KEY, json.dumps(meta, separators=(",", ":"))),
-        _chunk(b"IDAT", zlib.compress(_filtered_rows(image), compression)),
-        _chunk(b"IEND", b""),
+        png_chunk(b"IDAT", zlib.compress(_filtered_rows(image), compression)),
+        png_chunk(b"IEND", b""),
     ))
 
 

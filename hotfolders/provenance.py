@@ -14,13 +14,13 @@ import json
 import os
 import struct
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import version
+from .faceimage import png_chunk
 
 LABEL_TEXT = "AI-generated"
 MANIFEST_FORMAT = "facedrop-provenance"
@@ -83,17 +83,13 @@ def draw_label(frame: np.ndarray, text: str = LABEL_TEXT) -> np.ndarray:
     return frame
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def png_with_text(png: bytes, tags: dict[str, str]) -> bytes:
     """PNG bytes with ``tags`` added as iTXt chunks right after the header (IHDR)."""
     if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
         raise ValueError("not a PNG")
     ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
     chunks = b"".join(
-        _chunk(b"iTXt", key.encode("latin-1")[:79] + b"\x00\x00\x00\x00\x00"
+        png_chunk(b"iTXt", key.encode("latin-1")[:79] + b"\x00\x00\x00\x00\x00"
                + value.encode("utf-8"))
         for key, value in tags.items())
     return png[:ihdr_end] + chunks + png[ihdr_end:]

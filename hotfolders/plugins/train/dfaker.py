@@ -1,27 +1,17 @@
-"""``dfaker``: 64 px in, 128 px out, residual blocks in the decoder; meant for GPUs."""
+"""``dfaker``: 64 px in, 128 px out, residual blocks in the decoder; meant for GPUs.
+
+The encoder is ``original``'s; only the decoder differs (twice the output size).
+"""
 from __future__ import annotations
 
 import keras
 
-from .layers import conv, residual, to_rgb, upscale
+from .layers import residual, to_rgb, upscale
+from .original import build_encoder  # noqa: F401  (the same encoder: 64 px in, 8x8x512 code)
 
 INPUT_SIZE = 64
 OUTPUT_SIZE = 128
 DESCRIPTION = "64 px in, 128 px out with residual decoder; for GPUs"
-
-
-def build_encoder() -> keras.Model:
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="face")
-    x = conv(inputs, 128)
-    x = conv(x, 256)
-    x = conv(x, 512)
-    x = conv(x, 1024)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(1024)(x)
-    x = keras.layers.Dense(4 * 4 * 1024)(x)
-    x = keras.layers.Reshape((4, 4, 1024))(x)
-    x = upscale(x, 512)
-    return keras.Model(inputs, x, name="encoder")
 
 
 def build_decoder(name: str) -> keras.Model:
