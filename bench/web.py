@@ -259,13 +259,10 @@ def main() -> int:
 
 
 def server_threads() -> int:
-    """The waitress thread count ``facedrop run`` uses (4, waitress's default, if unknown)."""
-    try:
-        from daemon import service
+    """The waitress thread count ``facedrop run`` uses."""
+    from daemon.service import WEB_THREADS
 
-        return int(getattr(service, "WEB_THREADS", 4))
-    except ImportError:
-        return 4
+    return WEB_THREADS
 
 
 if __name__ == "__main__":

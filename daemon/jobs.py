@@ -13,8 +13,9 @@ import multiprocessing
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import Config, window_open
 from .store import Store
@@ -69,9 +70,13 @@ class Worker:
         self.on_finished: Callable[[dict, str], None] | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
+        self.last_tick = time.monotonic()  # liveness, for the systemd watchdog
 
     def start(self) -> None:
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
@@ -88,7 +93,12 @@ class Worker:
         if self.paused_reason:
             return None
         for job in self.store.next_job(set()):
-            params = self._runnable(job)
+            try:
+                params = self._runnable(job)
+            except Exception as exc:  # e.g. its model vanished: fail this job, not the worker
+                log.exception("job %s cannot run", job["id"])
+                self.store.transition(job["id"], "failed", f"cannot run: {exc}", error=str(exc))
+                continue
             if params is not None:
                 return job, params
         return None
@@ -99,12 +109,16 @@ class Worker:
             return False
         if not window_open(self.config.train.window, _minute()) or self.paused_reason:
             return True
-        return any(other["kind"] != "train" and self._runnable(other) is not None
-                   for other in self.store.next_job({job["id"]}))
+        try:
+            return any(other["kind"] != "train" and self._runnable(other) is not None
+                       for other in self.store.next_job({job["id"]}))
+        except Exception:  # _pick will fail the broken job; training need not stop for it
+            return False
 
     # -- running ----------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self.stopping.is_set():
+            self.last_tick = time.monotonic()
             picked = self._pick()
             if picked is None:
                 self.wake.wait(2.0)
@@ -134,6 +148,7 @@ class Worker:
         stop_sent = False
         last_yield_check = 0.0
         while True:
+            self.last_tick = time.monotonic()
             if parent.poll(0.2):
                 try:
                     message = parent.recv()

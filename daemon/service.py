@@ -1,12 +1,15 @@
 """``facedrop run``: wires the watcher, the job queue, the scheduler and the status page.
 
 The daemon only wires stages together; the stages themselves live in :mod:`hotfolders`.
+One daemon per root (``.facedrop/daemon.lock``, flock): a second one would requeue the first
+one's running jobs and break exactly-once.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import logging.handlers
+import os
 import shutil
 import signal
 import threading
@@ -15,24 +18,22 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from hotfolders.digest import sha256_file
+
 from .config import Config, init_root
 from .jobs import Worker, move_to_failed
+from .scheduler import Scheduler, housekeeping
 from .sdnotify import notify, watchdog_interval
 from .store import Store
 from .watcher import Candidate, Watcher, ignored
 
 log = logging.getLogger("facedrop")
 
+WEB_THREADS = 4  # waitress threads for the status page (one poll per client every 2 s)
+STUCK_SECONDS = 300.0  # a loop silent this long is hung (a huge file's sha256 takes far less)
+
 MODEL_KEYS = {"a", "b", "trainer", "iterations", "batch_size", "save_every", "snapshot_every",
               "precision"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder_signature(folder: Path) -> str:
@@ -46,6 +47,10 @@ def _safe_name(name: str) -> bool:
     return bool(name) and not ignored(name) and "/" not in name and name not in (".", "..")
 
 
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds this root."""
+
+
 class Service:
     def __init__(self, config: Config, verbose: bool = False, serve_web: bool = True) -> None:
         self.config = config
@@ -57,6 +62,7 @@ class Service:
         self.store: Store | None = None
         self.worker: Worker | None = None
         self.watcher: Watcher | None = None
+        self.scheduler: Scheduler | None = None
         self.web = None
         self.web_url = ""
 
@@ -73,9 +79,11 @@ class Service:
         seen = store.seen(path)
         if seen and seen["size"] == st.st_size and seen["mtime"] == st.st_mtime:
             return  # taken before (also across restarts)
-        sha = _sha256(path)
+        sha = sha256_file(path)
         twin = store.by_sha(sha)
-        if twin and twin["path"] != str(path) and Path(twin["path"]).parent == path.parent:
+        twin_job = store.job(twin["job_id"]) if twin and twin["job_id"] else None
+        if (twin and twin["path"] != str(path) and Path(twin["path"]).parent == path.parent
+                and not (twin_job and twin_job["status"] == "failed")):  # a failure may be retried
             store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
             store.event(twin["job_id"], "duplicate", f"{path.name} has the same content as "
                                                      f"{Path(twin['path']).name}; not processed again")
@@ -190,6 +198,13 @@ class Service:
             with self.lock:
                 self.maybe_train()
 
+    def window_changed(self, is_open: bool) -> None:
+        """The training window opened or closed: let the worker act on it now."""
+        if is_open:
+            with self.lock:
+                self.maybe_train()
+        self.worker.wake.set()
+
     # -- housekeeping -----------------------------------------------------------------------
     def heartbeat(self) -> None:
         free_gb = shutil.disk_usage(self.root).free / 1e9
@@ -209,16 +224,21 @@ class Service:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         init_root(self.root)
+        self._lock_root()
         self.store = Store(self.config.db_path)
         requeued = self.store.requeue_interrupted()
         if requeued:
             log.info("%d interrupted job(s) queued again", requeued)
+        housekeeping(self.root, self.store, min_age=0.0)  # nothing runs yet: all temps are stale
         self.worker = Worker(self.config, self.store, self.params, self.verbose)
         self.worker.on_finished = self.finished
         self.watcher = Watcher(self.root, self.on_ready, self.config.settle_seconds,
                                self.config.rescan_seconds, self.config.poll_seconds)
+        self.scheduler = Scheduler(self.config, self.store, self.window_changed)
+        self.heartbeat()  # checks the disk before the worker may start anything
         self.worker.start()
         self.watcher.start()
+        self.scheduler.start()
         if self.serve_web:
             self._start_web()
         self.heartbeat()
@@ -226,25 +246,54 @@ class Service:
         log.info("facedrop is watching %s%s", self.root,
                  f"; status page {self.web_url}" if self.web_url else "")
 
-    def _start_web(self) -> None:
-        try:
-            from waitress.server import create_server
+    def _lock_root(self) -> None:
+        """One daemon per root: a second one would requeue the first one's running jobs."""
+        import fcntl
 
-            from web_status.app import create_app
-        except ImportError as exc:
-            log.warning("status page unavailable: %s", exc)
-            return
+        self._lock_file = (self.config.state_dir / "daemon.lock").open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "?"
+            self._lock_file.close()
+            raise AlreadyRunning(f"another facedrop daemon (pid {holder}) is already running "
+                                 f"on {self.root}") from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    def _start_web(self) -> None:
+        from waitress.server import create_server
+
+        from web_status.app import create_app
+
         app = create_app(self.root)
-        self.web = create_server(app, host=self.config.host, port=self.config.port, threads=4,
-                                 ident="facedrop")
+        self.web = create_server(app, host=self.config.host, port=self.config.port,
+                                 threads=WEB_THREADS, ident="facedrop")
         port = self.web.effective_port
         self.web_url = f"http://{self.config.host}:{port}/"
         threading.Thread(target=self.web.run, name="web", daemon=True).start()
 
+    def health(self) -> str:
+        """Why the daemon is stuck, or "" — a hung loop must stop the watchdog keep-alives."""
+        now = time.monotonic()
+        if not self.worker.alive() or now - self.worker.last_tick > STUCK_SECONDS:
+            return "the job worker stopped responding"
+        if (not self.watcher.alive()
+                or now - self.watcher.last_pass > self.config.rescan_seconds + STUCK_SECONDS):
+            return "the folder watcher stopped responding"
+        return ""
+
     def wait(self) -> None:
         interval = min(5.0, watchdog_interval() or 5.0)
         while not self.stop_event.wait(interval):
-            notify("WATCHDOG=1")
+            problem = self.health()
+            if problem:  # no keep-alive: systemd restarts the daemon after WatchdogSec
+                log.error("%s; withholding the watchdog keep-alive", problem)
+            else:
+                notify("WATCHDOG=1")
             try:
                 self.heartbeat()
             except Exception:
@@ -253,6 +302,8 @@ class Service:
     def stop(self) -> None:
         notify("STOPPING=1")
         log.info("stopping (training saves first)")
+        if self.scheduler:
+            self.scheduler.stop()
         if self.watcher:
             self.watcher.stop()
         if self.worker:
@@ -283,7 +334,11 @@ def run(config: Config, verbose: bool = False, serve_web: bool = True) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    service.start()
+    try:
+        service.start()
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
     try:
         service.wait()
     finally:
@@ -291,4 +346,4 @@ def run(config: Config, verbose: bool = False, serve_web: bool = True) -> int:
     return 0
 
 
-__all__ = ["Service", "run", "move_to_failed"]
+__all__ = ["AlreadyRunning", "Service", "move_to_failed", "run"]

@@ -6,6 +6,7 @@ training honours at its next step by saving first.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -13,10 +14,43 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from hotfolders.digest import sha256_file
 
 Report = Callable[[dict[str, Any]], None]
+
+
+def _source_sha(folder: Path) -> str | None:
+    """The sha256 of the video a face folder was extracted from (its alignments file says)."""
+    from hotfolders.alignments import ALIGNMENTS_NAME, load
+    from hotfolders.errors import InputError
+
+    try:
+        return load(folder / ALIGNMENTS_NAME).source.get("sha256")
+    except (InputError, OSError, ValueError):  # missing or unreadable: not the same source
+        return None
+
+
+def review_folder(root: Path, person: str, stem: str, sha: str | None) -> tuple[Path, bool]:
+    """Where the faces of one source go, and whether that source was extracted already.
+
+    ``review/<person>/<stem>/`` unless that name (in review/ or approved/) holds the faces of
+    *other* content — ``clip.mp4`` and ``clip.mov`` both dropped — then ``<stem>-2``, ``-3``...
+    A folder holding this very content means a restart after the folder was finished.
+    """
+    n = 1
+    while True:
+        name = stem if n == 1 else f"{stem}-{n}"
+        taken = [d for d in (root / "review" / person / name, root / "approved" / person / name)
+                 if d.exists()]
+        if not taken:
+            return root / "review" / person / name, False
+        if sha and any(_source_sha(d) == sha for d in taken):
+            return taken[0], True
+        n += 1
 
 
 def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
@@ -26,12 +60,14 @@ def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     from hotfolders.sort import sort_faces
 
     source = Path(p["input"])
-    final = Path(p["root"]) / "review" / p["person"] / source.stem
-    if final.exists():
+    sha = sha256_file(source) if source.is_file() else None  # the content as it is now
+    final, done = review_folder(Path(p["root"]), p["person"], source.stem, sha)
+    if done:
         return {"output": str(final), "message": "already extracted"}
     work = final.with_name(f".{final.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     summary = extract(source, work, every_n=p["every_n"], size=p["size"], min_size=p["min_size"],
+                      sha256=sha,
                       progress=lambda done, total: report({"done": done, "total": total,
                                                            "unit": "frames"}))
     report({"message": "sorting faces for review"})
@@ -48,7 +84,7 @@ def clean_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dic
 
     folder = Path(p["input"])
     result = clean(folder, folder / ALIGNMENTS_NAME)
-    return {"output": str(folder), "message": getattr(result, "describe", lambda: str(result))()}
+    return {"output": str(folder), "message": result.describe()}
 
 
 def train_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
@@ -78,12 +114,38 @@ def train_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dic
             "message": f"{result.iterations} iterations, stopped: {result.stopped_because}"}
 
 
+def output_path(root: Path, model: str, source: Path, sha: str | None) -> Path:
+    """``output/<model>/<stem>_swapped.mp4``, or ``<stem>-2_swapped.mp4``... when that name
+    already holds the swap of *other* content (its provenance manifest names the input's
+    sha256). The swap of this very content is replaced: a restart after a kill -9 redoes it.
+    """
+    from hotfolders.provenance import manifest_path
+
+    folder = root / "output" / model
+    n = 1
+    while True:
+        stem = source.stem if n == 1 else f"{source.stem}-{n}"
+        out = folder / f"{stem}_swapped.mp4"
+        existing = [p for p in (out, out.with_suffix(".png")) if p.exists()]
+        if not existing:
+            return out
+        try:
+            manifest = json.loads(manifest_path(existing[0]).read_text())
+            same = sha is not None and manifest["input"]["sha256"] == sha
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if same:
+            return out
+        n += 1
+
+
 def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
     """targets/<model>/<video> -> output/<model>/<stem>_swapped.mp4 (+ provenance)."""
     from hotfolders.convert import convert
 
     source = Path(p["input"])
-    out = Path(p["root"]) / "output" / p["model"] / f"{source.stem}_swapped.mp4"
+    sha = sha256_file(source) if source.is_file() else None
+    out = output_path(Path(p["root"]), p["model"], source, sha)
     result = convert(source, p["model_dir"], out, color=p["color"], mask=p["mask"],
                      sharpen=p["sharpen"], label=p["label"],
                      progress=lambda done, total: report({"done": done, "total": total,

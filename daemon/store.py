@@ -13,7 +13,8 @@ Schema (version 1):
 ``files``     path, sha256, size, mtime, job_id — inputs already taken (duplicates by sha256)
 ``models``    name, a, b, iterations, loss_a, loss_b, status, updated_at
 ``losses``    model, iteration, loss_a, loss_b — one row per save (the curve's points)
-``daemon``    key, value — heartbeat, state and message of the running daemon
+``daemon``    key, value — heartbeat (unix seconds), state (running|paused|stopped), message
+              (one line: what it does now, or why new work is paused), url (status page)
 ``migrations`` version, applied_at
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlite_utils
 
@@ -149,7 +151,9 @@ class Store:
         return rows[0] if rows else None
 
     def by_sha(self, sha: str) -> dict[str, Any] | None:
-        rows = list(self.db["files"].rows_where("sha256 = ?", [sha], limit=1))
+        """The newest file taken with this content (its job tells whether it succeeded)."""
+        rows = list(self.db["files"].rows_where("sha256 = ?", [sha], order_by="job_id DESC",
+                                                limit=1))
         return rows[0] if rows else None
 
     def remember(self, path: Path, sha: str, size: int, mtime: float, job_id: int | None) -> None:
@@ -195,7 +199,7 @@ def snapshot(path: Path, recent_failures: int = 10) -> dict[str, Any]:
         return {"daemon": None, "running": [], "queue": [], "models": [], "failures": [],
                 "counts": {}}
     try:
-        q = lambda sql, *p: [dict(r) for r in conn.execute(sql, p)]  # noqa: E731
+        q = lambda sql, *p: [dict(r) for r in conn.execute(sql, p)]
         daemon = {r["key"]: r["value"] for r in q("SELECT key, value FROM daemon")}
         return {
             "daemon": daemon or None,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "@eaDir", ".Trashes", "__MACO
 
 def ignored(name: str) -> bool:
     """OS litter, hidden files and names of files still being written."""
-    return (name.startswith(".") or name.startswith("._") or name in LITTER
+    return (name.startswith(".") or name in LITTER  # hidden, including macOS's ._ files
             or name.lower().endswith(TEMP_SUFFIXES))
 
 
@@ -123,6 +123,7 @@ class Watcher:
         self._handed: dict[Candidate, tuple] = {}  # already handed on, with its signature
         self._observer = None
         self._thread = threading.Thread(target=self._loop, name="watcher", daemon=True)
+        self.last_pass = time.monotonic()  # liveness, for the systemd watchdog
 
     def start(self) -> None:
         from watchdog.events import FileSystemEventHandler
@@ -142,6 +143,9 @@ class Watcher:
             self._observer.schedule(Wake(), str(folder), recursive=True)
         self._observer.start()
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self.stopped.set()
@@ -170,7 +174,12 @@ class Watcher:
 
     def _loop(self) -> None:
         while not self.stopped.is_set():
-            waiting = self.scan_once()
+            try:
+                waiting = self.scan_once()
+            except Exception:  # e.g. the share went away: try again at the next rescan
+                log.exception("scanning %s failed", self.root)
+                waiting = False
+            self.last_pass = time.monotonic()
             # while something settles, look again soon; otherwise sleep until an event
             timeout = min(0.25, max(self.tracker.settle / 4, 0.05)) if waiting else self.rescan
             self.wake.wait(timeout)

@@ -29,8 +29,8 @@ import numpy as np
 
 from . import alignments as al
 from .align import compose, invert, transform_points
+from .digest import sha256_file
 from .errors import InputError
-from .extract import sha256_file
 from .landmarks import Detection, FaceLandmarker, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .model import SwapModel, face_crop_matrix, load_swap_model

@@ -7,7 +7,6 @@ it for a finished one.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import alignments as al
 from .align import EXTRACT_PADDING, compose, crop_matrix, transform_points, warp
+from .digest import sha256_file
 from .errors import InputError
 from .faceimage import face_name, write_face
 from .landmarks import Detection, FaceLandmarker, plausibility
@@ -53,14 +53,6 @@ class ExtractSummary:
                 f"written to {self.output_dir}"
                 + (f", rejected: {rejected}" if rejected else "")
                 + f" ({self.seconds:.1f} s)")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def face_record(det_landmarks: np.ndarray, det_mesh: np.ndarray, size: int,
@@ -208,4 +200,4 @@ def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, si
     return summary
 
 
-__all__ = ["extract", "ExtractSummary", "face_record", "sha256_file", "is_image"]
+__all__ = ["extract", "ExtractSummary", "face_record", "is_image"]

@@ -9,7 +9,6 @@ files with :func:`verify_manifest`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import struct
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import version
+from .digest import sha256_file
 from .faceimage import png_chunk
 
 LABEL_TEXT = "AI-generated"
@@ -117,14 +117,6 @@ def png_text(data: bytes) -> dict[str, str]:
     return tags
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(path: Path, output: Path, *, input_path: Path, input_sha256: str,
                    output_sha256: str, model: dict[str, Any], settings: dict[str, Any],
                    stats: dict[str, Any]) -> Path:
@@ -177,8 +169,8 @@ def verify_manifest(path: Path, input_path: Path | None = None) -> list[str]:
     output = path.with_name(data["output"]["name"])
     if not output.exists():
         problems.append(f"output {output.name} not found")
-    elif _sha256(output) != data["output"]["sha256"]:
+    elif sha256_file(output) != data["output"]["sha256"]:
         problems.append(f"output {output.name} does not match its sha256 (changed since?)")
-    if input_path is not None and _sha256(Path(input_path)) != data["input"]["sha256"]:
+    if input_path is not None and sha256_file(Path(input_path)) != data["input"]["sha256"]:
         problems.append(f"input {Path(input_path).name} does not match its sha256")
     return problems

@@ -1,8 +1,8 @@
 """The real daemon as a subprocess on a temp root: the whole hot-folder workflow.
 
 inbox (slow copy, corrupt file, duplicate) -> review -> approved -> model.toml -> training
-(kill -9 mid-way, restart) -> target -> output; every job ends done exactly once; SIGTERM
-stops within a few seconds.
+(kill -9 mid-way, restart) -> target (kill -9 mid-conversion, restart) -> output; every job
+ends done exactly once; SIGTERM stops within a few seconds.
 """
 from __future__ import annotations
 
@@ -144,7 +144,16 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
         daemon.kill9()
         assert [j["status"] for j in daemon.jobs() if j["kind"] == "train"] == ["running"]
         daemon.start()
+
+        # 4. kill -9 in the middle of the conversion (it runs first: it outranks training)
         output = root / "output" / "a2b" / "clip_swapped.mp4"
+        daemon.wait_for("the conversion to be under way", lambda: any(
+            j["kind"] == "convert" and j["status"] == "running" and (j["done"] or 0) >= 3
+            for j in daemon.jobs()), timeout=120)
+        daemon.kill9()
+        assert not output.exists()  # only a hidden temp name: nothing a user could take
+        assert all(p.name.startswith(".") for p in (root / "output" / "a2b").iterdir())
+        daemon.start()
         daemon.wait_for("training to finish and the target to convert", lambda: output.exists()
                         and any(j["kind"] == "train" and j["status"] == "done" for j in daemon.jobs()),
                         timeout=300)
@@ -172,3 +181,271 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
         "clip_swapped.mp4", "clip_swapped.provenance.json"]  # no temp file left
     rows = (root / "models" / "a2b" / "loss.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 61))  # no lost or doubled steps
+    (convert,) = [j for j in jobs if j["kind"] == "convert"]
+    assert convert["attempts"] == 2 and convert["output"] == str(root / "output" / "a2b" /
+                                                                 "clip_swapped.mp4")
+    assert _done_events(root) == {j["id"]: 1 for j in jobs if j["status"] == "done"}
+
+
+def _done_events(root: Path) -> dict[int, int]:
+    """How many times each job was recorded done (the events table keeps every transition)."""
+    conn = sqlite3.connect(f"{(root / '.facedrop' / 'state.db').as_uri()}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT job_id, COUNT(*) FROM events WHERE status = 'done' "
+                                 "GROUP BY job_id").fetchall())
+    finally:
+        conn.close()
+
+
+def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path, astronaut_video):
+    root = tmp_path / "root"
+    subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
+                   capture_output=True)
+    (root / "facedrop.toml").write_text(CONFIG.replace("every_n = 2", "every_n = 1"))
+    (root / "inbox" / "alice").mkdir()
+    shutil.copy(astronaut_video[0], root / "inbox" / "alice" / "alice.mp4")
+    partial = root / "review" / "alice" / ".alice.partial"
+    final = root / "review" / "alice" / "alice"
+    daemon = Daemon(root)
+    daemon.start()
+    try:
+        daemon.wait_for("extraction to be under way", lambda: any(
+            j["kind"] == "extract" and j["status"] == "running" and (j["done"] or 0) >= 3
+            for j in daemon.jobs()), timeout=120)
+        daemon.kill9()
+        assert partial.is_dir() and not final.exists()  # half-done work only under a temp name
+        assert [j["status"] for j in daemon.jobs()] == ["running"]
+        daemon.start()
+        daemon.wait_for("the restarted extraction", lambda: (final / "review.json").exists(),
+                        timeout=120)
+        daemon.wait_for("the job to be recorded done",
+                        lambda: [j["status"] for j in daemon.jobs()] == ["done"])
+        status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--root", str(root),
+                                 "--json"], capture_output=True, text=True, check=True)
+        report = json.loads(status.stdout)
+        assert report["counts"] == {"done": 1} and report["daemon"]["state"] == "running"
+        assert daemon.term() < 10
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill9()
+    (job,) = daemon.jobs()
+    assert job["attempts"] == 2 and job["output"] == str(final)
+    assert not partial.exists()
+    assert len(list(final.glob("*.png"))) == 50  # every frame once: nothing lost or doubled
+    assert sorted(p.name for p in (root / "review" / "alice").iterdir()) == ["alice"]
+
+
+def test_scheduler_window_edges_and_housekeeping(tmp_path):
+    from daemon.config import Config, Train
+    from daemon.scheduler import Scheduler, housekeeping
+    from daemon.store import Store
+
+    root = tmp_path / "root"
+    store = Store(root / ".facedrop" / "state.db")
+    night = Config(root=root, train=Train(window="22:00-07:00"))
+    edges: list[bool] = []
+    sched = Scheduler(night, store, edges.append)
+    sched.start()
+    try:
+        assert sched.jobs() == ["housekeeping", "window-close", "window-open"]
+        trigger = {j.id: str(j.trigger) for j in sched.scheduler.get_jobs()}
+        assert "hour='22', minute='0'" in trigger["window-open"]
+        assert "hour='7', minute='0'" in trigger["window-close"]
+        sched._edge(False)
+        assert edges == [False]
+    finally:
+        sched.stop()
+    always = Scheduler(Config(root=root), store, edges.append)
+    always.start()
+    assert always.jobs() == ["housekeeping"]
+    always.stop()
+
+    # what a kill -9 leaves: an extraction temp folder and a conversion temp file
+    partial = root / "review" / "alice" / ".clip.partial"
+    partial.mkdir(parents=True)
+    (partial / "0001.png").write_bytes(b"x")
+    part = root / "output" / "a2b" / ".clip_swapped.123.part.mp4"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x")
+    keep = [root / "review" / "alice" / "clip", root / "output" / "a2b" / "clip_swapped.mp4"]
+    keep[0].mkdir()
+    keep[1].write_bytes(b"x")
+    now = time.time()
+    assert housekeeping(root, store, min_age=3600, now=now) == []  # too recent: maybe in use
+    job = store.add_job("extract", root / "inbox" / "alice" / "clip.mp4", person="alice")
+    store.transition(job, "running")
+    assert housekeeping(root, store, min_age=0, now=now + 10) == [part]  # extraction runs
+    store.transition(job, "done")
+    assert housekeeping(root, store, min_age=0, now=now + 10) == [partial]
+    assert not partial.exists() and not part.exists() and all(p.exists() for p in keep)
+    store.close()
+
+
+def test_sd_notify_protocol_of_the_real_daemon(tmp_path, monkeypatch):
+    """READY, STATUS, WATCHDOG and STOPPING arrive on $NOTIFY_SOCKET (abstract namespace)."""
+    import socket
+
+    from daemon.sdnotify import notify
+
+    name = f"facedrop-test-{os.getpid()}-{time.monotonic_ns()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(30)
+    root = tmp_path / "root"
+    env = dict(os.environ, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="1000000")
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--root", str(root),
+                             "--no-web"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    messages: list[str] = []
+    try:
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert proc.wait(10) == 0 and time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        sock.close()
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False  # not under systemd: a no-op
+
+
+def test_duplicates_are_skipped_but_a_failed_input_may_be_retried(tmp_path):
+    """Intake on a real store and real files: same content twice -> one job, unless it failed."""
+    from daemon.config import Config
+    from daemon.service import Service
+    from daemon.store import Store
+    from daemon.watcher import Candidate
+
+    root = tmp_path / "root"
+    service = Service(Config(root=root), serve_web=False)
+    service.store = Store(root / ".facedrop" / "state.db")
+    inbox = root / "inbox" / "alice"
+    inbox.mkdir(parents=True)
+    for name in ("a.mp4", "a-copy.mp4"):
+        (inbox / name).write_bytes(b"same bytes")
+        service._inbox(Candidate("inbox", inbox / name, "alice"))
+    service._inbox(Candidate("inbox", inbox / "a.mp4", "alice"))  # a repeated event
+    (job,) = service.store.jobs()
+    assert Path(job["input"]).name == "a.mp4"
+    service.store.transition(job["id"], "failed", "the disk was full")
+    (inbox / "a.mp4").unlink()
+    (inbox / "again.mp4").write_bytes(b"same bytes")
+    service._inbox(Candidate("inbox", inbox / "again.mp4", "alice"))
+    assert [Path(j["input"]).name for j in service.store.jobs()] == ["a.mp4", "again.mp4"]
+    (inbox / "third.mp4").write_bytes(b"same bytes")  # the retry is queued: a duplicate again
+    service._inbox(Candidate("inbox", inbox / "third.mp4", "alice"))
+    assert len(service.store.jobs()) == 2
+    service.store.close()
+
+
+def test_disk_almost_full_pauses_new_work_with_a_clear_status(tmp_path):
+    root = tmp_path / "root"
+    subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
+                   capture_output=True)
+    (root / "facedrop.toml").write_text(CONFIG.replace("min_free_gb = 0.0",
+                                                      "min_free_gb = 1000000000.0"))
+    (root / "inbox" / "alice").mkdir()
+    (root / "inbox" / "alice" / "clip.mp4").write_bytes(b"not started while the disk is full")
+    daemon = Daemon(root)
+    daemon.start()
+    try:
+        daemon.wait_for("the file to be queued", lambda: len(daemon.jobs()) == 1, timeout=60)
+        time.sleep(3)  # the worker had time to start it, and must not have
+        assert [j["status"] for j in daemon.jobs()] == ["queued"]
+        status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--root", str(root)],
+                                capture_output=True, text=True, check=True)
+        assert "disk almost full" in status.stdout and "new work paused" in status.stdout
+        second = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--root", str(root),
+                                 "--no-web"], check=False, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1 and "already running" in second.stderr
+        assert f"pid {daemon.proc.pid}" in second.stderr
+        assert [j["status"] for j in daemon.jobs()] == ["queued"]
+        assert daemon.term() < 10
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.kill9()
+
+
+def test_same_name_other_content_gets_its_own_folder_and_output(tmp_path):
+    """clip.mp4 and clip.mov (other content) must not be mistaken for one source; the same
+    content found finished (a restart after a kill -9) is not done twice."""
+    from daemon.stages import output_path, review_folder
+    from hotfolders import alignments as al
+    from hotfolders.provenance import manifest_path
+
+    root = tmp_path
+    first, done = review_folder(root, "alice", "clip", "aaa")
+    assert (first, done) == (root / "review" / "alice" / "clip", False)
+    first.mkdir(parents=True)
+    al.save(al.Alignments(source={"name": "clip.mp4", "sha256": "aaa"}),
+            first / al.ALIGNMENTS_NAME)
+    assert review_folder(root, "alice", "clip", "aaa") == (first, True)
+    assert review_folder(root, "alice", "clip", "bbb") == (root / "review" / "alice" / "clip-2",
+                                                           False)
+    approved = root / "approved" / "alice" / "clip"  # approved meanwhile: still the same source
+    approved.parent.mkdir(parents=True)
+    first.rename(approved)
+    assert review_folder(root, "alice", "clip", "aaa") == (approved, True)
+    assert review_folder(root, "alice", "clip", "bbb")[0].name == "clip-2"
+
+    out = output_path(root, "m", Path("clip.mp4"), "aaa")
+    assert out == root / "output" / "m" / "clip_swapped.mp4"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"mp4")
+    manifest_path(out).write_text(json.dumps({"input": {"name": "clip.mp4", "sha256": "aaa"}}))
+    assert output_path(root, "m", Path("clip.mp4"), "aaa") == out  # a rerun replaces it
+    assert output_path(root, "m", Path("clip.mov"), "bbb").name == "clip-2_swapped.mp4"
+    photo = root / "output" / "m" / "face_swapped.png"  # a photo target's output
+    photo.write_bytes(b"png")
+    assert output_path(root, "m", Path("face.jpg"), "ccc").name == "face-2_swapped.mp4"
+
+
+def test_a_hung_loop_withholds_the_watchdog_keep_alive(tmp_path):
+    """health() reports a worker or watcher loop that stopped (the wait loop then stops
+    sending WATCHDOG=1, so systemd restarts a daemon that would otherwise hang silently)."""
+    from daemon.config import Config
+    from daemon.service import STUCK_SECONDS, Service
+
+    service = Service(Config(root=tmp_path / "root", min_free_gb=0.0), serve_web=False)
+    service.start()
+    try:
+        assert service.health() == ""
+        service.worker.last_tick -= STUCK_SECONDS + 1
+        assert "worker" in service.health()
+        service.worker.last_tick = time.monotonic()
+        service.watcher.stop()
+        assert "watcher" in service.health()
+    finally:
+        service.stop()
+
+
+def test_training_waits_outside_its_window_and_yields_to_other_work(tmp_path):
+    """The worker's own checks (a missed scheduler edge must not let training run at noon)."""
+    from daemon.config import Config, Train
+    from daemon.jobs import Worker
+    from daemon.store import Store
+
+    now = time.localtime()
+    minute = now.tm_hour * 60 + now.tm_min
+    start, end = (minute + 120) % 1440, (minute + 180) % 1440
+    closed = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    store = Store(tmp_path / "state.db")
+    train = store.add_job("train", tmp_path / "models" / "m", model="m")
+    params = lambda job: {"kind": job["kind"]}
+    night = Worker(Config(root=tmp_path, train=Train(window=closed)), store, params)
+    assert night._pick() is None  # the only job is training, and the window is closed
+    assert night._should_yield(store.job(train))  # a running one would save and pause
+    always = Worker(Config(root=tmp_path), store, params)
+    assert always._pick()[0]["id"] == train and not always._should_yield(store.job(train))
+    convert = store.add_job("convert", tmp_path / "targets" / "m" / "t.mp4", model="m")
+    assert always._should_yield(store.job(train))  # waiting conversion outranks training
+    assert always._pick()[0]["id"] == convert
+    store.close()
