@@ -19,17 +19,18 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .align import sub_crop_matrix, transform_points
 from .errors import InputError
 from .faceimage import list_faces, read_face
-from .masks import MASK_TYPES, landmark_mask
+from .masks import MASK_TYPES, landmark_mask, region_weights
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,12 @@ def prepare_face(image: np.ndarray, meta: dict[str, Any], path: Path, size: int,
 
 
 def eye_mouth_region(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """uint8 0/255 map of the eyes and mouth (hulls of iBUG 36-41, 42-47, 48-59), slightly grown."""
-    import cv2
+    """uint8 0/255 map of the eyes and mouth: where :func:`masks.region_weights` weighs up.
 
-    points = np.asarray(landmarks, dtype=np.float32)
-    region = np.zeros((size, size), dtype=np.uint8)
-    for idx in (range(36, 42), range(42, 48), range(48, 60)):
-        hull = cv2.convexHull(np.round(points[list(idx)]).astype(np.int32))
-        cv2.fillConvexPoly(region, hull, 255)
-    return cv2.dilate(region, np.ones((3, 3), np.uint8), iterations=max(1, size // 64))
+    Stored as a map (not float weights) to keep a face at 20 KB; the loss turns it back into
+    weights with its own eye/mouth factor.
+    """
+    return np.where(region_weights(landmarks, size, 2.0) > 1.0, 255, 0).astype(np.uint8)
 
 
 def load_faces(dirs: Sequence[str | Path], size: int, coverage: float, mask: str,
@@ -307,7 +305,7 @@ class Batches:
             except queue.Full:
                 continue
 
-    def __iter__(self) -> "Batches":
+    def __iter__(self) -> Batches:
         return self
 
     def __next__(self):
@@ -332,5 +330,5 @@ def sample_indices(n: int, count: int = 7) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, count))})
 
 
-__all__ = ["FaceSet", "load_faces", "prepare_face", "augment", "batches", "Batches",
-           "face_files", "MIN_FACES", "sample_indices"]
+__all__ = ["MIN_FACES", "Batches", "FaceSet", "augment", "batches", "face_files", "load_faces",
+           "prepare_face", "sample_indices"]

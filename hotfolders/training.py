@@ -14,9 +14,10 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from .errors import InputError
 from .masks import MASK_TYPES
 from .model import (BEST, DAMAGED, FROZEN, SAVE, STATE_VERSION, Networks, candidate_saves,
                     clean_temporary, copy_save, load_checkpoint, now, read_state,
-                    save_checkpoint, write_json_atomic)
+                    save_checkpoint)
 from .plugins.train import DEFAULT_TRAINER, TRAINERS, load_trainer
 
 log = logging.getLogger(__name__)
@@ -278,12 +279,10 @@ def _prune_snapshots(folder: Path, keep: int) -> None:
 def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
     """Warn when B's faces do not cover A's poses; leave coverage.json/.png for the status page.
 
-    Uses :mod:`hotfolders.coverage` when it is there; any failure only skips the check.
+    The check is advice: any failure only skips it.
     """
-    try:
-        from .coverage import coverage, report_json
-    except ImportError:
-        return None
+    from .coverage import coverage, report_json
+
     try:
         tmp_png = model_dir / ".coverage.tmp.png"
         report = coverage(list(a_dirs), list(b_dirs), out_image=tmp_png)
@@ -295,7 +294,7 @@ def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
     except Exception as exc:  # the check is advice; it never blocks training
         log.debug("pose coverage check skipped: %s", exc)
         return None
-    if getattr(report, "missing_regions", None):
+    if report.missing_regions:
         text = report.describe()
         log.warning("B's faces do not cover all of A's poses; expect weak swaps there:\n%s", text)
         return text
@@ -357,6 +356,10 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         missing = [k for k in FROZEN if k not in state]
         if missing:
             raise InputError(model_dir / "state.json", f"model state lacks {', '.join(missing)}")
+        if state["trainer"] not in TRAINERS:
+            raise InputError(model_dir / "state.json", f"model was made with trainer "
+                                                       f"{state['trainer']!r}, which this "
+                                                       "facedrop does not have")
         _check_frozen(state, wanted, model_dir)
         if not candidate_saves(model_dir):
             raise InputError(model_dir, "state.json is there but no save is (deleted?); "

@@ -211,7 +211,7 @@ def test_kill_9_inside_saves_never_breaks_the_model(tmp_path):
             printed = [first] + [int(line) for line in proc.stdout.read().split()]
         finally:
             proc.wait(timeout=30)
-        state, folder = load_checkpoint(model_dir, Networks("lightweight"))
+        state, _ = load_checkpoint(model_dir, Networks("lightweight"))
         # the last save reported done, or one the kill let finish before it could print
         assert printed[-1] <= state["iterations"] <= printed[-1] + 1
         assert read_state(model_dir)["iterations"] >= state["iterations"] - 1

@@ -103,10 +103,11 @@ def test_one_shared_encoder_and_two_separate_decoders(trained):
 
 
 def test_swap_model_api(trained, astronaut_faces):
+    from media import render_frames
+
     from hotfolders import alignments as al
     from hotfolders.align import warp
     from hotfolders.model import face_crop_matrix, load_swap_model
-    from media import render_frames
 
     model_dir, _, _ = trained
     model = load_swap_model(model_dir)
