@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show debug logging and TensorFlow/MediaPipe messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = _load(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"daemon.commands.{name}":
-                raise
-            continue  # a command not built yet
+        module = _load(name)
         doc = (module.__doc__ or "").strip()
         summary = doc.splitlines()[0] if doc else name
         cmd = sub.add_parser(name, help=summary, description=doc,

@@ -242,23 +242,14 @@ class StatusReader:
             m["progress"] = _fraction(m["iterations"], m["target_iterations"])
         return models
 
-    def _default_iterations(self) -> int | None:
+    def _default_iterations(self) -> int:
         """``[train] iterations`` of the root's facedrop.toml, else the daemon's default."""
-        import tomllib
+        from daemon import config
 
         try:
-            data = tomllib.loads((self.root / "facedrop.toml").read_text(encoding="utf-8"))
-            value = data.get("train", {}).get("iterations")
-            if isinstance(value, int):
-                return value
-        except (OSError, ValueError, AttributeError):
-            pass
-        try:
-            from daemon.config import Train
-
-            return Train().iterations
-        except ImportError:
-            return None
+            return config.load(self.root).train.iterations
+        except (config.ConfigError, OSError):  # the daemon reports a bad config itself
+            return config.Train().iterations
 
     def _failures(self, db: dict[str, Any]) -> list[dict[str, Any]]:
         files = folders.failures(self.root)
