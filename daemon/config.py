@@ -47,6 +47,7 @@ window = "always"         # or e.g. "22:00-07:00": train only at night
 color = "avg-color"       # avg-color | color-transfer | match-hist | seamless | none
 mask = "extended"         # extended | components | mesh
 sharpen = "none"          # none | box | gaussian | unsharp
+face_select = "largest"   # several faces in a frame: largest | center | person | all
 label = true              # visible "AI-generated" label (metadata and manifest always say so)
 '''
 
@@ -79,6 +80,7 @@ class Convert:
     color: str = "avg-color"
     mask: str = "extended"
     sharpen: str = "none"
+    face_select: str = "largest"
     label: bool = True
 
 
@@ -170,7 +172,7 @@ def load(root: Path | None = None, config_file: Path | None = None) -> Config:
 
 def validate(config: Config, source: Path) -> None:
     from hotfolders.masks import MASK_TYPES
-    from hotfolders.plugins.convert import COLORS, SHARPENERS
+    from hotfolders.plugins.convert import COLORS, FACE_SELECT, SHARPENERS
     from hotfolders.plugins.train import TRAINERS
 
     checks = [
@@ -179,6 +181,8 @@ def validate(config: Config, source: Path) -> None:
         (config.convert.color in COLORS, f"convert.color must be one of {COLORS}"),
         (config.convert.mask in MASK_TYPES, f"convert.mask must be one of {MASK_TYPES}"),
         (config.convert.sharpen in SHARPENERS, f"convert.sharpen must be one of {SHARPENERS}"),
+        (config.convert.face_select in FACE_SELECT,
+         f"convert.face_select must be one of {FACE_SELECT}"),
         (config.extract.every_n >= 1, "extract.every_n must be at least 1"),
         (config.extract.size >= 64, "extract.size must be at least 64"),
         (config.settle_seconds >= 0, "settle_seconds must not be negative"),

@@ -186,7 +186,8 @@ class Service:
                 return None  # waits for the model's first save
             return {"root": root, "input": job["input"], "model": job["model"],
                     "model_dir": str(model_dir), "color": c.convert.color, "mask": c.convert.mask,
-                    "sharpen": c.convert.sharpen, "label": c.convert.label}
+                    "sharpen": c.convert.sharpen, "face_select": c.convert.face_select,
+                    "label": c.convert.label}
         return None
 
     def finished(self, job: dict, kind: str) -> None:

@@ -147,7 +147,7 @@ def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     sha = sha256_file(source) if source.is_file() else None
     out = output_path(Path(p["root"]), p["model"], source, sha)
     result = convert(source, p["model_dir"], out, color=p["color"], mask=p["mask"],
-                     sharpen=p["sharpen"], label=p["label"],
+                     sharpen=p["sharpen"], face_select=p["face_select"], label=p["label"],
                      progress=lambda done, total: report({"done": done, "total": total,
                                                           "unit": "frames"}))
     return {"output": str(result.output), "message": result.describe()}

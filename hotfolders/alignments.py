@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import atomic
 from .errors import InputError
 
 ALIGNMENTS_VERSION = 1
@@ -165,27 +165,8 @@ def save(alignments: Alignments, path: str | Path, backup: bool = True) -> None:
     """Write atomically; copy any existing file to ``<name>.bak`` first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-                gz.write(json.dumps(alignments.to_json(), separators=(",", ":")).encode("utf-8"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        if backup and path.exists():
-            shutil.copy2(path, backup_path(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    data = gzip.compress(json.dumps(alignments.to_json(), separators=(",", ":")).encode("utf-8"),
+                         compresslevel=6, mtime=0)
+    if backup and path.exists():
+        shutil.copy2(path, backup_path(path))
+    atomic.write_bytes(path, data)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import alignments as al
+from . import atomic
 from .align import transform_points
 from .errors import InputError
 from .faceimage import face_name, read_meta_bytes, replace_meta
@@ -171,9 +172,7 @@ def clean(folder: str | Path, alignments_path: str | Path) -> CleanResult:
     # order: metadata, then alignments, then names. The landmark match recovers from a
     # crash between any two steps, because it does not rely on the face index alone.
     for path, raw in rewrites:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(raw)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, raw, durable=False)
     result.reindexed = len(rewrites)
     if pruned is not None:
         al.save(pruned, alignments_path)

@@ -34,7 +34,7 @@ from .errors import InputError
 from .landmarks import Detection, FaceLandmarker, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .model import SwapModel, face_crop_matrix, load_swap_model
-from .plugins.convert import load_color, load_sharpen
+from .plugins.convert import FACE_SELECT, load_color, load_sharpen
 from .provenance import (
     container_tags,
     draw_label,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 Face = tuple[np.ndarray, "np.ndarray | None"]  # 68 landmarks, mesh (frame pixels)
 
-FACE_SELECT = ("largest", "center", "all")
 MIN_FACE = 32            # px; smaller detections are not swapped
 PROBE_EVERY = 25         # frames between checks for additional faces (single-face tracking)
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -123,6 +122,8 @@ class FaceSwapper:
         out = model.output_size
         self.to_output = np.array([[out / model.input_size, 0, 0], [0, out / model.input_size, 0]])
         self.blur = settings.blur if settings.blur is not None else max(1, out // 16)
+        self.own = "b2b" if settings.swap else "a2a"  # the input person's own decoder
+        self.faces_swapped = 0
 
     def crop(self, frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's input crop and its frame -> crop matrix.
@@ -228,14 +229,59 @@ class FaceSwapper:
             crops.append(crop)
             matrices.append(matrix)
         swapped = self.model.swap(np.stack(crops), self.direction)
+        if self.settings.face_select == "person":
+            keep = self._person(jobs, crops, matrices, swapped)
+            jobs, matrices, swapped = ([x[k] for k in keep] for x in (jobs, matrices, swapped))
         for (i, (landmarks, mesh)), face, matrix in zip(jobs, swapped, matrices):
             self.blend(frames[i], face, landmarks, mesh, matrix)
+        self.faces_swapped += len(jobs)
         return frames
+
+    def person_score(self, crops: list[np.ndarray], faces: list[Face],
+                     matrices: list[np.ndarray], swapped: np.ndarray | None = None) -> np.ndarray:
+        """How much better the input person's own decoder rebuilds each face than the other
+        decoder does (error ratio, inside the face mask): below 1 for the person the model
+        learnt as its input, above 1 for its other person. A ratio, because a small or
+        blurred face is easier for *both* decoders to rebuild."""
+        import cv2
+
+        out = self.model.output_size
+        own = self.model.swap(np.stack(crops), self.own)
+        other = swapped if swapped is not None else self.model.swap(np.stack(crops),
+                                                                     self.direction)
+        scores = np.empty(len(crops))
+        for n, (crop, (landmarks, mesh), matrix) in enumerate(zip(crops, faces, matrices)):
+            original = cv2.resize(crop, (out, out), interpolation=cv2.INTER_AREA)
+            original = original.astype(np.float32) / 255.0
+            mask = self.mask(landmarks, mesh, matrix)
+            own_error = float((np.abs(own[n] - original) * mask).sum())
+            other_error = float((np.abs(other[n] - original) * mask).sum())
+            scores[n] = own_error / max(other_error, 1e-6)
+        return scores
+
+    def _person(self, jobs: list[tuple[int, Face]], crops: list[np.ndarray],
+                matrices: list[np.ndarray], swapped: np.ndarray) -> list[int]:
+        """Per frame, the index (into ``jobs``) of the face the model knows as its input
+        person; frames with one face keep it without asking the model again."""
+        by_frame: dict[int, list[int]] = {}
+        for k, (i, _) in enumerate(jobs):
+            by_frame.setdefault(i, []).append(k)
+        crowded = [k for ks in by_frame.values() if len(ks) > 1 for k in ks]
+        scores: dict[int, float] = {}
+        if crowded:
+            values = self.person_score([crops[k] for k in crowded],
+                                       [jobs[k][1] for k in crowded],
+                                       [matrices[k] for k in crowded], swapped[crowded])
+            scores = dict(zip(crowded, values))
+        return sorted(min(ks, key=lambda k: scores.get(k, 0.0)) for ks in by_frame.values())
 
 
 def select_faces(faces: list[Face], how: str, frame_shape: tuple[int, ...]) -> list[Face]:
-    """The faces to swap: the largest (default), the one nearest the centre, or all."""
-    if not faces or how == "all":
+    """The faces to swap: the largest (default), the one nearest the centre, or all.
+
+    ``person`` keeps every candidate: :class:`FaceSwapper` asks the model which one it is.
+    """
+    if not faces or how in ("all", "person"):
         return faces
 
     def area(face: Face) -> float:
@@ -484,7 +530,6 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
                     batch.append((frame.image, faces))
                     result.frames += 1
                     result.frames_swapped += bool(faces)
-                    result.faces_swapped += len(faces)
                     if len(batch) >= batch_size:
                         pipe.put(batches, batch)
                         batch = []
@@ -498,6 +543,7 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
             except BaseException as exc:
                 pipe.fail(exc)
             pipe.join()
+            result.faces_swapped = swapper.faces_swapped
             if result.frames_swapped == 0:
                 raise InputError(video, f"no face found in any of its {result.frames} frames; "
                                         f"nothing to swap")
@@ -578,14 +624,15 @@ def _convert_images(jobs: list[tuple[Path, Path]], output: Path, model_dir, sett
                                input_sha256=sha256_file(path),
                                output_sha256=hashlib.sha256(data).hexdigest(),
                                model=model_info, settings={**settings.as_dict()},
-                               stats={"faces_found": len(dets), "faces_swapped": len(faces)})
+                               stats={"faces_found": len(dets),
+                                      "faces_swapped": swapper.faces_swapped - result.faces_swapped})
                 os.replace(tmp, target)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
                 raise _write_error(target, exc) from None
             result.frames += 1
             result.frames_swapped += bool(faces)
-            result.faces_swapped += len(faces)
+            result.faces_swapped = swapper.faces_swapped
             if progress:
                 progress(n, len(jobs))
     result.seconds = time.perf_counter() - started

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import atomic
 from . import embedding as emb
 from .errors import InputError
 from .sort import FaceFile, read_folder
@@ -289,8 +290,6 @@ def heatmap_image(report: CoverageReport) -> np.ndarray:
 
 def write_heatmap(report: CoverageReport, path: str | Path) -> Path:
     """Write the heat-map PNG (atomically) and return its path."""
-    import os
-
     import cv2
 
     path = Path(path)
@@ -298,10 +297,7 @@ def write_heatmap(report: CoverageReport, path: str | Path) -> Path:
     ok, buf = cv2.imencode(".png", heatmap_image(report))
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, buf.tobytes(), durable=False)
 
 
 def report_json(report: CoverageReport) -> str:

@@ -7,7 +7,6 @@ breaks nothing. Reading the metadata never decodes the pixels.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .errors import InputError
 
 META_KEY = "facedrop"
@@ -95,10 +95,7 @@ def replace_meta(data: bytes, meta: dict[str, Any]) -> bytes:
 
 def write_face(path: str | Path, image: np.ndarray, meta: dict[str, Any]) -> None:
     """Write atomically: a reader never sees a half-written face."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_face(image, meta))
-    os.replace(tmp, path)
+    atomic.write_bytes(path, encode_face(image, meta), durable=False)
 
 
 def read_meta_bytes(data: bytes, path: Path | None = None) -> dict[str, Any]:

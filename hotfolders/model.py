@@ -32,6 +32,7 @@ import numpy as np
 
 from . import quiet
 from .align import compose, crop_matrix, sub_crop_matrix
+from .atomic import fsync_dir, write_json
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -46,34 +47,11 @@ _POLICY_LOCK = threading.Lock()  # Keras' dtype policy is process-global while l
 # ---------------------------------------------------------------------------------------------
 # files
 
-def fsync_dir(folder: Path) -> None:
-    """Make renames inside ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(folder)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_state(model_dir: str | Path) -> dict[str, Any] | None:
@@ -219,7 +197,7 @@ def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str,
     tmp.mkdir(parents=True)
     nets.save_weights(tmp)
     save_optimizer(optimizer, tmp / "optimizer.npz")
-    write_json_atomic(tmp / "state.json", state)
+    write_json(tmp / "state.json", state)
     _fsync_tree(tmp)
     save, backup = model_dir / SAVE, model_dir / BACKUP
     if save.exists():
@@ -230,7 +208,7 @@ def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str,
         shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, save)
     fsync_dir(model_dir)
-    write_json_atomic(model_dir / "state.json", state)
+    write_json(model_dir / "state.json", state)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import struct
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import version
+from . import atomic, version
 from .digest import sha256_file
 from .faceimage import png_chunk
 
@@ -138,18 +137,7 @@ def write_manifest(path: Path, output: Path, *, input_path: Path, input_sha256: 
         "settings": settings,
         "stats": stats,
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_json(path, data, indent=2)
 
 
 def verify_manifest(path: Path, input_path: Path | None = None) -> list[str]:

@@ -17,15 +17,14 @@ comparison). Nothing in the folder is changed apart from these two files.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from . import atomic
 from . import embedding as emb
 from .faceimage import read_face
 from .sort import read_faces
@@ -147,8 +146,9 @@ def review_report(folder: str | Path, out_dir: str | Path | None = None,
         "image": str(out_dir / REPORT_IMAGE),
         "items": items,
     }
-    _write_bytes(out_dir / REPORT_IMAGE, contact_sheet(items, thumbs, folder.name))
-    _write_bytes(out_dir / REPORT_JSON, json.dumps(report, indent=1).encode("utf-8"))
+    atomic.write_bytes(out_dir / REPORT_IMAGE, contact_sheet(items, thumbs, folder.name),
+                       durable=False)
+    atomic.write_json(out_dir / REPORT_JSON, report, durable=False)
     log.debug("review of %s: %d of %d faces flagged (%.1f s)", folder, flagged, len(items),
               time.perf_counter() - started)
     return report
@@ -159,12 +159,6 @@ def describe(report: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {REASONS[r]}" for r, n in report["counts"].items() if n)
     return (f"review: {report['flagged']} of {report['faces']} faces flagged"
             + (f" ({counts})" if counts else "") + f"; sheet: {report['image']}")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _short(name: str, limit: int = 17) -> str:

@@ -24,13 +24,14 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 
+from . import atomic
 from . import embedding as emb
 from .errors import InputError
 from .faceimage import face_key, read_face, read_face_meta
@@ -198,15 +199,6 @@ def _load_record(folder: Path) -> dict[str, Any] | None:
                                "over") from None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _recover(folder: Path) -> None:
     """Finish a sort (or an undo) that was interrupted between its two rename passes.
 
@@ -292,10 +284,10 @@ def sort_faces(folder: str | Path, by: str = "face", keep_dir: str | Path | None
             tmp = target / e["tmp"]
             shutil.copy2(folder / e["src"], tmp)
             os.replace(tmp, target / e["name"])
-        _write_json(record_path, record)
+        atomic.write_json(record_path, record)
     else:
         # the record goes first: an interrupted rename is finished (or undone) from it
-        _write_json(record_path, record)
+        atomic.write_json(record_path, record)
         _rename_all(folder, [(e["src"], e["tmp"], e["name"]) for e in entries
                              if e["src"] != e["name"]])
     result.record_path = record_path

@@ -8,22 +8,21 @@ swapped through the other person's decoder.
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
+
+from . import atomic
 
 MIN_CELL = 96  # small models are shown enlarged so the preview is readable
 
 
 def save_samples(path: Path, a: np.ndarray, b: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, a=np.asarray(a, np.uint8), b=np.asarray(b, np.uint8))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, a=np.asarray(a, np.uint8), b=np.asarray(b, np.uint8))
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def load_samples(path: Path, size: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -88,8 +87,8 @@ def write(path: Path, image: np.ndarray) -> None:
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.jpg")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                       [cv2.IMWRITE_JPEG_QUALITY, 90]):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic.write_bytes(path, buf.tobytes(), durable=False)

@@ -9,6 +9,7 @@ moments and step count, and the loss history (``loss.csv`` rows after the save a
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import quiet
+from . import atomic, quiet
 from .dataset import FaceSet, batches, load_faces, sample_indices
 from .errors import InputError
 from .masks import MASK_TYPES
@@ -192,12 +193,11 @@ class LossLog:
                     elif row != self.HEADER:
                         stale = True
         if stale or not path.exists():
-            tmp = path.with_name(".loss.csv.tmp")
-            with tmp.open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(self.HEADER)
-                writer.writerows(rows)
-            os.replace(tmp, path)
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(self.HEADER)
+            writer.writerows(rows)
+            atomic.write_text(path, text.getvalue())
         self._fh = path.open("a", newline="")
         self._writer = csv.writer(self._fh)
 
@@ -284,13 +284,8 @@ def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
     from .coverage import coverage, report_json
 
     try:
-        tmp_png = model_dir / ".coverage.tmp.png"
-        report = coverage(list(a_dirs), list(b_dirs), out_image=tmp_png)
-        os.replace(tmp_png, model_dir / "coverage.png")
-        report.image_path = model_dir / "coverage.png"
-        tmp_json = model_dir / ".coverage.json.tmp"
-        tmp_json.write_text(report_json(report), encoding="utf-8")
-        os.replace(tmp_json, model_dir / "coverage.json")
+        report = coverage(list(a_dirs), list(b_dirs), out_image=model_dir / "coverage.png")
+        atomic.write_text(model_dir / "coverage.json", report_json(report), durable=False)
     except Exception as exc:  # the check is advice; it never blocks training
         log.debug("pose coverage check skipped: %s", exc)
         return None
@@ -340,7 +335,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     ``stop_event`` is set (at the next step), or with ``stop_on_plateau`` when the loss stopped
     improving; it saves before returning. ``callback`` receives ``{"iteration", "loss_a",
     "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
-    ``progress(iteration, total, info)`` is for progress bars.
+    ``progress(iteration, total, info)`` is for progress bars. ``seed`` makes a run
+    repeatable: the augmentation and, for a new model, the initial weights (default: the
+    augmentation is seeded by the iteration count, the weights at random).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -388,6 +385,10 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                                                f"{state['padding']}; re-extract them")
 
     policy = choose_policy(precision)
+    if seed is not None and state is None:
+        import keras
+
+        keras.utils.set_random_seed(seed)
     nets = Networks(trainer_name, policy)
     optimizer = make_optimizer(policy, learning_rate)
     loaded_from = None

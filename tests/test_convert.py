@@ -1,6 +1,6 @@
 """Conversion of real videos and photos with a real (briefly) trained ``lightweight`` model.
 
-A model trained for a dozen iterations swaps badly but it does swap: pixels inside the mask
+A model trained for a few dozen iterations swaps badly but it does swap: pixels inside the mask
 change, which is what these tests check, together with everything around the swap (frames,
 rate, audio, labels, manifests, bad input).
 """
@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, astronaut_faces, grace_faces) -> Path:
-    """A real ``lightweight`` model: A = astronaut, B = Grace Hopper, 12 iterations."""
+    """A real ``lightweight`` model: A = astronaut, B = Grace Hopper, 40 iterations (enough
+    for each decoder to know its own person from the other)."""
     from hotfolders.training import train
 
     path = tmp_path_factory.mktemp("convert-model") / "astronaut2grace"
     train([astronaut_faces], [grace_faces], path, trainer="lightweight", batch_size=4,
-          iterations=12, save_every=12)
+          iterations=40, save_every=40, seed=1)
     return path
 
 
@@ -160,7 +161,7 @@ def test_manifest_and_metadata_mark_it_synthetic(converted, astronaut_video, mod
     assert manifest["output"]["sha256"] == _sha(out)
     assert manifest["generator"]["version"] == version()
     assert manifest["model"]["name"] == "astronaut2grace"
-    assert manifest["model"]["iterations"] == 12 and manifest["model"]["trainer"] == "lightweight"
+    assert manifest["model"]["iterations"] == 40 and manifest["model"]["trainer"] == "lightweight"
     settings = manifest["settings"]
     assert settings["color"] == "avg-color" and settings["mask"] == "extended"
     assert settings["sharpen"] == "none" and settings["label"] is False
@@ -262,6 +263,39 @@ def test_face_select_picks_the_largest_face_or_all(how, two_faces, swap_model, m
         assert swapped(small) < 0.005, "the small face must stay as it was"
     else:
         assert swapped(small) > 0.05, "with 'all' both faces are swapped"
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_face_select_person_swaps_the_face_the_model_knows(swap, two_faces, swap_model,
+                                                           model_dir, tmp_path):
+    """A -> B swaps the astronaut (large), B -> A swaps Grace (small): the model's own
+    decoder for its input person rebuilds that person best, whatever the faces' sizes."""
+    from hotfolders.convert import FaceSwapper, Settings, convert
+    from hotfolders.landmarks import FaceLandmarker
+
+    video, big, small = two_faces
+    out = tmp_path / "two_swapped.mp4"
+    result = convert(video, model_dir, out, face_select="person", swap=swap, color="none",
+                     label=False, model=swap_model)
+    assert result.frames == 6 and result.faces_swapped == 6  # one face per frame
+    src, dst = _frames(video)[3], _frames(out)[3]
+
+    def swapped(region) -> float:
+        return float((_diff(src[region], dst[region]) > 30).mean())
+
+    wanted, other = (small, big) if swap else (big, small)
+    assert swapped(wanted) > 0.05, "the model's own person must be swapped"
+    assert swapped(other) < 0.005, "the other person must stay as they were"
+    # the measure behind it: the input person's own decoder rebuilds that person best
+    with FaceLandmarker(video=False, max_faces=4) as landmarker:
+        dets = landmarker.detect(src.copy())
+    swapper = FaceSwapper(swap_model, Settings(swap=swap))
+    faces = [(d.landmarks, d.mesh) for d in dets]
+    crops, matrices = zip(*(swapper.crop(src, lm) for lm, _ in faces))
+    scores = swapper.person_score(list(crops), faces, list(matrices))
+    left_first = np.argsort([lm[:, 0].mean() for lm, _ in faces])
+    astronaut, grace = scores[left_first[0]], scores[left_first[1]]
+    assert (grace < 1 < astronaut) if swap else (astronaut < 1 < grace), scores
 
 
 # --- alignments: reuse and cache --------------------------------------------------------------

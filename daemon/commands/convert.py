@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hotfolders.convert import FACE_SELECT
 from hotfolders.masks import MASK_TYPES
-from hotfolders.plugins.convert import COLORS, SHARPENERS
+from hotfolders.plugins.convert import COLORS, FACE_SELECT, SHARPENERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="swap B -> A instead of A -> B (the target shows person B)")
     parser.add_argument("--face-select", choices=FACE_SELECT, default="largest",
                         help="which face to swap when a frame shows several: the largest "
-                             "(default), the one nearest the centre, or all")
+                             "(default), the one nearest the centre, the model's own person "
+                             "(the face its decoder for that person rebuilds best: needs a "
+                             "model trained past its first blurry thousands of iterations), "
+                             "or all")
     parser.add_argument("--no-label", action="store_true",
                         help="leave out the visible 'AI-generated' label (metadata and manifest "
                              "still mark the video as synthetic)")

@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from hotfolders import atomic
+
 PEOPLE = {"eileen": "astronaut", "grace": "grace"}  # folder name -> sample photo
 A, B = "eileen", "grace"
 MODEL = "demo"
@@ -271,9 +273,7 @@ class Demo:
         if path.exists() and path.read_text(encoding="utf-8") == toml:
             say(f"[6/8] models/{MODEL}/model.toml is already there")
             return
-        tmp = folder / ".model.toml.tmp"
-        tmp.write_text(toml, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic.write_text(path, toml)
         say(f"[6/8] wrote models/{MODEL}/model.toml: {A} -> {B}, lightweight trainer")
 
     def train(self) -> None:

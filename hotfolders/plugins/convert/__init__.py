@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 COLORS = ("avg-color", "color-transfer", "match-hist", "seamless", "none")
 SHARPENERS = ("none", "box", "gaussian", "unsharp")
+# which face of a frame with several to swap (not a plugin: the converter does the choosing)
+FACE_SELECT = ("largest", "center", "person", "all")
 
 
 def _load(kind: str, name: str, choices: tuple[str, ...], attr: str) -> Callable:
