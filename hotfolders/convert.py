@@ -31,7 +31,8 @@ from . import alignments as al
 from .align import compose, invert, transform_points
 from .digest import sha256_file
 from .errors import InputError
-from .landmarks import Detection, FaceLandmarker, plausibility
+from .heap import frozen_heap
+from .landmarks import Detection, FaceLandmarker, FaceTracker, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .model import SwapModel, face_crop_matrix, load_swap_model
 from .plugins.convert import FACE_SELECT, load_color, load_sharpen
@@ -299,9 +300,8 @@ class FrameFaces:
 
     Frames the alignments file has an entry for use it (an entry without faces means "no
     face": the user removed it during review); frames it lacks (extracted every Nth frame)
-    are detected. Detection tracks a single face, the cheap case, and checks every
-    ``PROBE_EVERY`` frames for more; once a second face shows up it tracks up to four so
-    that ``face_select`` can choose among them.
+    are detected by a :class:`FaceTracker`: one face cheaply, up to four once a second one
+    shows up (it looks every ``PROBE_EVERY`` frames), so that ``face_select`` can choose.
     """
 
     def __init__(self, alignments: al.Alignments | None, face_select: str,
@@ -309,39 +309,18 @@ class FrameFaces:
         self.alignments = alignments
         self.face_select = face_select
         self.record = record  # detections are added here (to cache them as an alignments file)
-        self.tracker: FaceLandmarker | None = None
-        self.prober: FaceLandmarker | None = None
-        self.multi = False
+        self.tracker: FaceTracker | None = None  # started on the first frame that needs it
         self.smoother = TrackSmoother()
         self.detected = 0
-
-    def _detect(self, index: int, image: np.ndarray) -> list[Detection]:
-        if self.tracker is None:
-            self.tracker = FaceLandmarker(video=True, max_faces=1)
-        if not self.multi and index % PROBE_EVERY == 0:
-            if self.prober is None:
-                self.prober = FaceLandmarker(video=False, max_faces=4)
-            found = [d for d in self.prober.detect(image)
-                     if plausibility(d, image.shape, MIN_FACE) is None]
-            image.flags.writeable = True
-            if len(found) > 1:
-                log.info("several faces from frame %d on: tracking up to four", index)
-                self.tracker.close()
-                self.tracker = FaceLandmarker(video=True, max_faces=4)
-                self.prober.close()
-                self.prober = None
-                self.multi = True
-        try:
-            return self.tracker.detect(image)
-        finally:
-            image.flags.writeable = True  # detect() locks it; the frame is ours to blend into
 
     def __call__(self, index: int, timestamp: float, image: np.ndarray) -> list[Face]:
         if self.alignments is not None and index in self.alignments.frames:
             faces = [(f.landmarks, f.mesh) for f in self.alignments.faces(index)]
             return select_faces(faces, self.face_select, image.shape)
         self.detected += 1
-        dets = self._detect(index, image)
+        if self.tracker is None:
+            self.tracker = FaceTracker(max_faces=4, probe_every=PROBE_EVERY, min_size=MIN_FACE)
+        dets = self.tracker.detect(image)
         if dets:
             meshes = self.smoother([d.mesh for d in dets], timestamp, [d.size for d in dets])
             dets = [Detection(m) for m in meshes]
@@ -351,9 +330,8 @@ class FrameFaces:
         return select_faces([(d.landmarks, d.mesh) for d in dets], self.face_select, image.shape)
 
     def close(self) -> None:
-        for landmarker in (self.tracker, self.prober):
-            if landmarker is not None:
-                landmarker.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def _entry(det: Detection) -> al.FaceEntry:
@@ -441,6 +419,7 @@ def _check_paths(source: Path, output: Path) -> None:
         raise InputError(output, "the output would overwrite the input; choose another name")
 
 
+@frozen_heap()
 def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
             alignments: str | Path | None = None, mask: str = "extended", erode: int = 0,
             blur: int | None = None, color: str = "avg-color", sharpen: str = "none",
@@ -605,7 +584,6 @@ def _convert_images(jobs: list[tuple[Path, Path]], output: Path, model_dir, sett
             image = read_image(path)
             dets = [d for d in landmarker.detect(image)
                     if plausibility(d, image.shape, MIN_FACE) is None]
-            image.flags.writeable = True
             faces = select_faces([(d.landmarks, d.mesh) for d in dets], settings.face_select,
                                  image.shape)
             if need_face and not faces:

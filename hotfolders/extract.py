@@ -24,7 +24,8 @@ from .align import EXTRACT_PADDING, compose, crop_matrix, transform_points, warp
 from .digest import sha256_file
 from .errors import InputError
 from .faceimage import face_name, write_face
-from .landmarks import Detection, FaceLandmarker, plausibility
+from .heap import frozen_heap
+from .landmarks import Detection, FaceLandmarker, FaceTracker, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .smoothing import TrackSmoother
 from .video import VideoInfo, is_image, prefetch, probe, read_frames
@@ -110,6 +111,7 @@ def _process_face(frame: np.ndarray, det: Detection, size: int, padding: float,
     return entry
 
 
+@frozen_heap()
 def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, size: int = 512,
             min_size: int = 48, alignments_path: str | Path | None = None,
             smooth: bool | None = None, max_faces: int = 4, write_faces: bool = True,
@@ -153,7 +155,9 @@ def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, si
 
     ok = False
     try:
-        with FaceLandmarker(video=not still, max_faces=max_faces) as landmarker, \
+        landmarker = (FaceLandmarker(video=False, max_faces=max_faces) if still
+                      else FaceTracker(max_faces=max_faces, min_size=min_size))
+        with landmarker, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="face-writer") as pool:
             for frame in prefetch(read_frames(source, every_n)):
                 summary.frames_read += 1

@@ -23,7 +23,29 @@ from hotfolders.samples import (
 )
 
 __all__ = ["FACES", "Motion", "astronaut_path", "frame_matrix", "grace_hopper_path", "load_face",
-           "make_video", "render_frames", "write_video", "set_display_rotation"]
+           "make_video", "render_frames", "write_video", "set_display_rotation", "two_people"]
+
+
+def two_people(count: int, grace_from: int = 0):
+    """``count`` 640x360 frames: the astronaut large on the left and, from frame
+    ``grace_from`` on, Grace Hopper small on the right, both drifting right 1 px a frame.
+
+    Returns the frames and the (rows, columns) slices that hold each face in frame 3.
+    """
+    import cv2
+    import numpy as np
+
+    astro = cv2.resize(load_face("astronaut")[0:260, 120:350], None, fx=1.2, fy=1.2)
+    grace = cv2.resize(load_face("grace")[0:360, 100:420], None, fx=0.55, fy=0.55)
+    alone = np.full((360, 640, 3), 50, np.uint8)
+    ay, ax, gy, gx = 30, 40, 90, 400
+    alone[ay:ay + astro.shape[0], ax:ax + astro.shape[1]] = astro
+    both = alone.copy()
+    both[gy:gy + grace.shape[0], gx:gx + grace.shape[1]] = grace
+    frames = [np.roll(both if i >= grace_from else alone, i, axis=1) for i in range(count)]
+    big = (slice(ay, ay + astro.shape[0]), slice(ax + 6, ax + astro.shape[1]))
+    small = (slice(gy, gy + grace.shape[0]), slice(gx + 6, gx + grace.shape[1]))
+    return frames, big, small
 
 
 def set_display_rotation(path: Path, clockwise: int = 90) -> Path:

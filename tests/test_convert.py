@@ -222,21 +222,10 @@ def test_swap_direction_uses_the_other_decoder(swap_model, model_dir, short_vide
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory) -> tuple[Path, tuple, tuple]:
     """A video with two people: the astronaut large on the left, Grace small on the right."""
-    import cv2
-    from media import load_face, write_video
+    from media import two_people, write_video
 
-    astro = cv2.resize(load_face("astronaut")[0:260, 120:350], None, fx=1.2, fy=1.2)
-    grace = cv2.resize(load_face("grace")[0:360, 100:420], None, fx=0.55, fy=0.55)
-    canvas = np.full((360, 640, 3), 50, np.uint8)
-    ay, ax = 30, 40
-    gy, gx = 90, 400
-    canvas[ay:ay + astro.shape[0], ax:ax + astro.shape[1]] = astro
-    canvas[gy:gy + grace.shape[0], gx:gx + grace.shape[1]] = grace
-    frames = [np.roll(canvas, i, axis=1) for i in range(6)]
-    path = write_video(tmp_path_factory.mktemp("two") / "two.mp4", frames)
-    big = (slice(ay, ay + astro.shape[0]), slice(ax + 6, ax + astro.shape[1]))
-    small = (slice(gy, gy + grace.shape[0]), slice(gx + 6, gx + grace.shape[1]))
-    return path, big, small
+    frames, big, small = two_people(6)
+    return write_video(tmp_path_factory.mktemp("two") / "two.mp4", frames), big, small
 
 
 @pytest.mark.parametrize("how", ["largest", "all"])

@@ -125,6 +125,42 @@ def test_still_image_extraction(tmp_path):
     assert face.name == "grace_hopper_000000_0.png"
 
 
+def test_a_second_person_who_walks_in_is_extracted_too(tmp_path):
+    """One face is tracked cheaply; a second one is looked for every ``probe_every`` frames
+    and, once seen, both are tracked: no one who stays in view is missed."""
+    from media import two_people, write_video
+
+    from hotfolders.extract import extract
+
+    frames, _, _ = two_people(60, grace_from=10)
+    video = write_video(tmp_path / "two.mp4", frames)
+    extract(video, tmp_path / "faces", every_n=1, size=128)
+    per_frame = {i: len(faces) for i, _, faces in al.load(tmp_path / "faces" / al.ALIGNMENTS_NAME)}
+    assert all(per_frame[i] == 1 for i in range(10))
+    assert all(per_frame[i] == 2 for i in range(35, 60)), per_frame  # found by the probe at 25
+    sources = {read_face_meta(p)["source_box"][0] > 320 for p in list_faces(tmp_path / "faces")}
+    assert sources == {False, True}  # faces of both people were written
+
+
+def test_landmark_lists_are_read_fast_and_right():
+    """The NumPy reading of MediaPipe's serialised landmarks equals reading them one by one,
+    and a list of another layout falls back to that."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    from hotfolders.landmarks import landmark_xy
+
+    points = landmark_pb2.NormalizedLandmarkList()
+    for i in range(478):
+        p = points.landmark.add()
+        p.x, p.y, p.z = i / 478, 1 - i / 956, 0.01 * (i % 7 + 1)
+    slow = np.array([(p.x, p.y) for p in points.landmark], np.float32)
+    fast = landmark_xy(points)
+    assert fast.dtype == np.float32 and np.array_equal(fast, slow)
+    points.landmark[5].visibility = 0.5  # one more field: another layout
+    points.landmark[9].z = 0.0           # a zero field is not serialised at all
+    assert np.array_equal(landmark_xy(points), slow)
+
+
 def test_every_n_keeps_every_nth_frame(astronaut_video, tmp_path):
     from hotfolders.extract import extract
 
