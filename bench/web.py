@@ -3,15 +3,19 @@
 Builds a root holding 10 000 jobs (in the daemon's own state database, written with
 daemon.store) and 5 000 faces (real face PNGs in review/ and approved/), plus a model with a
 long loss log and timelapse frames and some outputs; serves it with waitress in a separate
-process exactly as ``facedrop run`` does; then 20 concurrent keep-alive clients request ``/``
-and ``/api/status`` for 30 s on loopback. Prints p50/p99/max latency and requests/s per route,
-and the cost of one uncached status build. Target: p99 < 100 ms for both routes.
+process exactly as ``facedrop run`` does; then 20 concurrent keep-alive clients (one asyncio
+loop, so the clients add no waits of their own) request ``/`` and ``/api/status`` for 30 s on
+loopback, as fast as they are answered. Prints p50/p99/max latency and requests/s per route,
+the same for ``/healthz`` (the floor: what this server and these clients reach with a 2-byte
+answer) and the page routes' request rate as a ratio to it, and the cost of one uncached
+status build. Target: p99 < 100 ms for both routes.
 
     python bench/web.py [--seconds 30] [--clients 20] [--jobs 10000] [--faces 5000]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import math
@@ -21,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -139,45 +142,52 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def load(port: int, paths: list[str], clients: int, seconds: float) -> dict[str, list[float]]:
-    """``clients`` threads, each with one keep-alive connection, cycling through ``paths``."""
-    lat: dict[str, list[float]] = {p: [] for p in paths}
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
-    start_gate = threading.Barrier(clients)
-
-    def client(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: dict[str, list[float]] = {p: [] for p in paths}
-        k = i
-        start_gate.wait()
+async def _client(port: int, paths: list[str], first: int, phase: float, stop: float,
+                  interval: float, lat: dict[str, list[float]], errors: list[str]) -> None:
+    """One keep-alive HTTP/1.1 connection, requesting ``paths`` in turn until ``stop``: as
+    fast as answered, or one request every ``interval`` seconds from ``phase`` (0..1) of
+    the first interval on, like a page polling on its own clock."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    k = first
+    next_at = time.perf_counter() + interval * phase
+    try:
         while time.perf_counter() < stop:
+            if interval:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += interval
             path = paths[k % len(paths)]
             k += 1
             t0 = time.perf_counter()
-            try:
-                conn.request("GET", path)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    errors.append(f"{path}: HTTP {resp.status}")
-            except (OSError, http.client.HTTPException) as exc:
-                errors.append(f"{path}: {exc}")
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                continue
-            mine[path].append(time.perf_counter() - t0)
-        conn.close()
-        with lock:
-            for p in paths:
-                lat[p] += mine[p]
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1]
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            lat[path].append(time.perf_counter() - t0)
+            if status != b"200":
+                errors.append(f"{path}: HTTP {status.decode()}")
+    finally:
+        writer.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+def load(port: int, paths: list[str], clients: int, seconds: float,
+         interval: float = 0.0) -> dict[str, list[float]]:
+    """``clients`` concurrent keep-alive connections, each cycling through ``paths``.
+
+    One asyncio event loop drives them all: client threads would queue for the GIL in this
+    process and add their own waits to every latency (20 threads against a server answering
+    "ok" showed a p99 over 100 ms), while the loop adds well under a millisecond.
+    """
+    lat: dict[str, list[float]] = {p: [] for p in paths}
+    errors: list[str] = []
+
+    async def run() -> None:
+        stop = time.perf_counter() + seconds
+        await asyncio.gather(*(_client(port, paths, i, i / clients, stop, interval, lat, errors)
+                               for i in range(clients)))
+
+    asyncio.run(run())
     if errors:
         print(f"{len(errors)} errors, first: {errors[0]}")
     return lat
@@ -206,10 +216,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def report(title: str, lat: dict[str, list[float]], seconds: float,
+           floor_rate: float | None = None) -> bool:
+    """Print one line per route; True when every route's p99 is under 100 ms."""
+    print(title)
+    ok = True
+    for path, values in lat.items():
+        ms = [v * 1000 for v in values]
+        p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        ok &= p99 < 100
+        ratio = (f"   ({len(lat) * len(ms) / seconds / floor_rate:.2f}x the floor's rate)"
+                 if floor_rate else "")
+        print(f"  GET {path:<12} {len(ms):6d} requests  {len(ms) / seconds:7.1f}/s   "
+              f"p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {max(ms):6.1f} ms{ratio}")
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=0.25,
+                        help="seconds between a paced client's requests (the page polls every 2)")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--faces", type=int, default=5_000)
     parser.add_argument("--threads", type=int, default=None,
@@ -217,6 +245,8 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "facedrop-bench")
     args = parser.parse_args()
     threads = args.threads or server_threads()
+    paths = ["/", "/api/status"]
+    floor_s = min(10.0, args.seconds)
     with tempfile.TemporaryDirectory(prefix="facedrop-web-") as tmp:
         root = Path(tmp) / "root"
         t0 = time.perf_counter()
@@ -227,34 +257,43 @@ def main() -> int:
         from web_status.status import StatusReader
 
         reader = StatusReader(root, root / ".facedrop" / "state.db", ttl=0)
-        reader.build()  # warm the loss-log cache, as a running server has it warm
+        t0 = time.perf_counter()
+        reader.build()  # reads every folder and the loss log
+        cold = (time.perf_counter() - t0) * 1000
+        time.sleep(1.2)  # folders unchanged for a second: their listings are trusted now
         builds = []
         for _ in range(5):
             t0 = time.perf_counter()
             reader.build()
             builds.append((time.perf_counter() - t0) * 1000)
-        print(f"one uncached status build: {statistics.median(builds):.1f} ms (median of 5)")
+        print(f"status build: {cold:.1f} ms the first time, {statistics.median(builds):.1f} ms "
+              f"once the folders' listings are cached (median of 5; rebuilt at most once a "
+              f"second however many clients poll)")
 
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), str(port), str(threads)],
                                 cwd=REPO)
         try:
             wait_up(port, proc)
-            load(port, ["/", "/api/status"], 2, 1.0)  # warm-up
-            lat = load(port, ["/", "/api/status"], args.clients, args.seconds)
+            load(port, paths, 2, 1.0)  # warm-up
+            floor = load(port, ["/healthz"], args.clients, floor_s)
+            saturated = load(port, paths, args.clients, args.seconds)
+            paced = load(port, paths, args.clients, args.seconds, args.interval)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    print(f"{args.clients} clients for {args.seconds:.0f} s on loopback, waitress with "
-          f"{threads} threads:")
-    ok = True
-    for path, values in lat.items():
-        ms = [v * 1000 for v in values]
-        p50, p99 = percentile(ms, 50), percentile(ms, 99)
-        ok &= p99 < 100
-        print(f"  GET {path:<12} {len(ms):6d} requests  {len(ms) / args.seconds:7.1f}/s   "
-              f"p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {max(ms):6.1f} ms")
-    print(f"target p99 < 100 ms: {'met' if ok else 'MISSED'}")
+    print(f"{args.clients} clients on loopback, waitress with {threads} threads:")
+    floor_rate = len(floor["/healthz"]) / floor_s
+    report(f"- the floor, as fast as answered, {floor_s:.0f} s: /healthz (a 2-byte answer, same "
+           f"server and clients)", floor, floor_s)
+    hard = report(f"- as fast as answered, {args.seconds:.0f} s (a stress test: the two cores "
+                  f"are shared by server and clients)", saturated, args.seconds, floor_rate)
+    easy = report(f"- paced, each client one request every {args.interval:g} s for "
+                  f"{args.seconds:.0f} s ({args.clients / args.interval:.0f} requests/s; "
+                  f"{args.clients} browsers polling every 2 s make "
+                  f"{args.clients / 2:.0f})", paced, args.seconds)
+    print(f"target p99 < 100 ms: paced {'met' if easy else 'MISSED'}; "
+          f"as fast as answered {'met' if hard else 'MISSED'}")
     return 0
 
 

@@ -693,3 +693,36 @@ def test_pose_coverage_picture_shown_for_the_model_and_its_people(client):
     assert client.get("/file/models/demo/coverage.json").status_code == 404
     html = client.get("/").get_data(as_text=True)
     assert "pose coverage of bob for alice" in html
+
+
+def test_folder_listings_follow_every_change_and_skip_unchanged_folders(tmp_path, monkeypatch):
+    """A folder is re-read when it changed (even twice within one clock tick) and only then."""
+    import os
+
+    from web_status import folders
+
+    source = tmp_path / "review" / "alice" / "clip"
+    source.mkdir(parents=True)
+    for i in range(3):
+        (source / f"clip_{i:06d}_0.png").write_bytes(b"x")
+
+    def faces() -> int:
+        (person,) = folders.people(tmp_path)
+        return person["review_faces"]
+
+    assert faces() == 3
+    (source / "clip_000003_0.png").write_bytes(b"x")  # within the same second: seen at once
+    assert faces() == 4
+    past = time.time() - 10
+    os.utime(source, (past, past))  # the folder has been quiet for a while
+    reads = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(folders.os, "scandir", lambda p: reads.append(str(p)) or real_scandir(p))
+    assert faces() == 4 and str(source) in reads  # read once more, now trusted
+    reads.clear()
+    assert faces() == 4 and str(source) not in reads  # unchanged: not read again
+    (source / "clip_000001_0.png").unlink()  # a person deletes a face
+    assert faces() == 3 and str(source) in reads
+    (source / "clip_000002_0.png").rename(source / "0001_clip_000002_0.png")
+    (person,) = folders.people(tmp_path)
+    assert "0001_clip_000002_0.png" in person["review"][0]["sample"]

@@ -3,8 +3,9 @@
 People (``review/`` and ``approved/``), models (``models/<name>/``), outputs (``output/``) and
 failures (``failed/<stage>/*.error.txt``) exist as files whether or not the daemon has run,
 so this half of the status needs no database. Every listing is bounded (a person with 5 000
-faces costs one ``scandir`` per source folder, not 5 000 ``stat`` calls) and tolerant: a
-folder that vanishes mid-listing or a malformed JSON file is skipped, never fatal.
+faces costs one ``stat`` per source folder while it is unchanged, one ``scandir`` when it
+changed, never 5 000 ``stat`` calls) and tolerant: a folder that vanishes mid-listing or a
+malformed JSON file is skipped, never fatal.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -34,44 +36,97 @@ COVERAGE_RE = re.compile(r"^coverage[\w.-]*\.(png|jpe?g)$", re.I)
 NUMBER_RE = re.compile(r"^(\d+)$")
 
 
-def visible_dirs(folder: Path) -> list[os.DirEntry]:
-    """Sub-folders of ``folder`` that a person made (no dot-folders, no OS litter), by name."""
+# A folder's listing is read again only when the folder changed: adding, removing or renaming
+# an entry changes the folder's mtime. File-system clocks tick coarsely, so a listing is only
+# trusted if the folder had already been unchanged for STABLE_NS when it was read (a change
+# within the same tick as that read would not show in the mtime); busy folders are re-read.
+STABLE_NS = 1_000_000_000
+MAX_CACHED_FOLDERS = 4096
+
+
+class Listing:
+    """The names in one folder, sorted, and (computed once per listing) selections of them."""
+
+    def __init__(self, files: list[str], dirs: list[str], stamp: tuple[int, int, int]) -> None:
+        self.files, self.dirs = tuple(sorted(files)), tuple(sorted(dirs))
+        self.stamp = stamp  # mtime_ns, inode, when read (ns)
+        self._picked: dict[str, tuple[str, ...]] = {}
+
+    def ending(self, suffix: str) -> tuple[str, ...]:
+        """The files whose name ends with ``suffix`` (any case)."""
+        if suffix not in self._picked:
+            self._picked[suffix] = tuple(n for n in self.files if n.lower().endswith(suffix))
+        return self._picked[suffix]
+
+    def matching(self, pattern: re.Pattern) -> tuple[str, ...]:
+        """The files whose name matches ``pattern``."""
+        key = f"re:{pattern.pattern}"
+        if key not in self._picked:
+            self._picked[key] = tuple(n for n in self.files if pattern.match(n))
+        return self._picked[key]
+
+
+EMPTY = Listing([], [], (0, 0, 0))
+_listings: dict[str, Listing] = {}
+_listings_lock = threading.Lock()
+
+
+def _entries(folder: Path) -> Listing:
+    """The files and folders in ``folder`` without dot-names or symlinks (a link could point
+    anywhere; the file routes refuse targets outside the root anyway)."""
+    key = os.fspath(folder)
     try:
-        with os.scandir(folder) as it:
-            out = [e for e in it if not e.name.startswith((".", "@", "__")) and _is_dir(e)]
+        st = os.stat(key)
     except OSError:
-        return []
-    return sorted(out, key=lambda e: e.name)
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    # symlinks are not followed in listings: one could point anywhere (the file routes refuse
-    # targets outside the root anyway; this keeps them off the page too)
+        return EMPTY
+    hit = _listings.get(key)
+    if (hit is not None and hit.stamp[:2] == (st.st_mtime_ns, st.st_ino)
+            and hit.stamp[2] - st.st_mtime_ns >= STABLE_NS):
+        return hit
+    read_at = time.time_ns()
+    files: list[str] = []
+    dirs: list[str] = []
     try:
-        return entry.is_dir(follow_symlinks=False)
+        with os.scandir(key) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                try:
+                    if e.is_file(follow_symlinks=False):
+                        files.append(e.name)
+                    elif e.is_dir(follow_symlinks=False):
+                        dirs.append(e.name)
+                except OSError:
+                    continue
     except OSError:
-        return False
+        return EMPTY
+    listing = Listing(files, dirs, (st.st_mtime_ns, st.st_ino, read_at))
+    with _listings_lock:
+        if len(_listings) >= MAX_CACHED_FOLDERS:
+            _listings.clear()
+        _listings[key] = listing
+    return listing
 
 
-def _files(folder: Path, suffix: str | None = None) -> list[os.DirEntry]:
+def _coverage_images(folder: Path) -> list[str]:
+    """The pose-coverage pictures in ``folder`` (``coverage*.png``, ``.jpg``)."""
+    return list(_entries(folder).matching(COVERAGE_RE))
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    """Sub-folders a person made (not ``@eaDir``, ``__MACOSX`` or other litter), by name."""
+    return [folder / name for name in _entries(folder).dirs if not name.startswith(("@", "__"))]
+
+
+def _files(folder: Path, suffix: str | None = None) -> tuple[str, ...]:
+    """Names of the visible files in ``folder`` (ending in ``suffix``), sorted."""
+    listing = _entries(folder)
+    return listing.files if suffix is None else listing.ending(suffix)
+
+
+def _mtime(path: Path) -> float:
     try:
-        with os.scandir(folder) as it:
-            return [e for e in it if not e.name.startswith(".")
-                    and (suffix is None or e.name.lower().endswith(suffix)) and _is_file(e)]
-    except OSError:
-        return []
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def _mtime(entry: os.DirEntry | Path) -> float:
-    try:
-        return entry.stat().st_mtime
+        return path.stat().st_mtime
     except OSError:
         return 0.0
 
@@ -95,19 +150,22 @@ def iso(ts: float | None) -> str | None:
 
 
 def rel(root: Path, path: Path | str) -> str:
+    """``path`` relative to ``root``, with forward slashes (what the page's URLs use)."""
+    p, r = os.fspath(path), os.fspath(root)
+    if p.startswith(r + os.sep):  # the common case, without pathlib's parsing
+        return p[len(r) + 1:].replace(os.sep, "/")
     return Path(path).relative_to(root).as_posix()
 
 
 # --- people -----------------------------------------------------------------------------
 
 def _source_folder(root: Path, folder: Path, with_report: bool) -> dict[str, Any]:
-    faces = sorted(e.name for e in _files(folder, FACE_SUFFIX))
+    faces = _files(folder, FACE_SUFFIX)
     info: dict[str, Any] = {"name": folder.name, "path": rel(root, folder), "faces": len(faces),
                             "sample": faces[:MAX_THUMBS], "report": None, "coverage": []}
     if with_report:
         info["report"] = review_report(root, folder, set(faces))
-    info["coverage"] = [rel(root, folder / e.name) for e in _files(folder)
-                        if COVERAGE_RE.match(e.name)]
+    info["coverage"] = [rel(root, folder / name) for name in _coverage_images(folder)]
     return info
 
 
@@ -149,17 +207,17 @@ def people(root: Path) -> list[dict[str, Any]]:
             entry = found.setdefault(person.name, {
                 "name": person.name, "approved_faces": 0, "review_faces": 0,
                 "approved": [], "review": [], "coverage": []})
-            person_dir = Path(person.path)
-            entry["coverage"] += [rel(root, person_dir / e.name) for e in _files(person_dir)
-                                  if COVERAGE_RE.match(e.name)]
+            person_dir = person
+            entry["coverage"] += [rel(root, person_dir / name)
+                                  for name in _coverage_images(person_dir)]
             for source in visible_dirs(person_dir):
-                info = _source_folder(root, Path(source.path), with_report=area == "review")
+                info = _source_folder(root, source, with_report=area == "review")
                 entry[area].append(info)
                 entry[f"{area}_faces"] += info["faces"]
                 entry["coverage"] += info["coverage"]
             # photos or faces dropped directly into the person folder count too
-            loose = sorted(e.name for e in _files(person_dir, FACE_SUFFIX)
-                           if not COVERAGE_RE.match(e.name))
+            loose = [name for name in _files(person_dir, FACE_SUFFIX)
+                     if not COVERAGE_RE.match(name)]
             if loose:
                 entry[area].append({"name": ".", "path": rel(root, person_dir),
                                     "faces": len(loose), "sample": loose[:MAX_THUMBS],
@@ -189,32 +247,29 @@ def _model_toml(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _numbered(folder: Path, suffix: str | None) -> list[tuple[int, os.DirEntry]]:
-    """Entries named ``<iterations>`` (folders) or ``<iterations><suffix>`` (files), sorted."""
+def _numbered(folder: Path, suffix: str | None) -> list[tuple[int, str]]:
+    """Names ``<iterations>`` (folders) or ``<iterations><suffix>`` (files), by number."""
+    listing = _entries(folder)
     out = []
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                stem = e.name
-                if suffix is not None:
-                    if not e.name.lower().endswith(suffix):
-                        continue
-                    stem = e.name[: -len(suffix)]
-                m = NUMBER_RE.match(stem)
-                if m:
-                    out.append((int(m.group(1)), e))
-    except OSError:
-        return []
+    for name in (listing.dirs if suffix is None else listing.ending(suffix)):
+        stem = name
+        if suffix is not None:
+            if not name.lower().endswith(suffix):
+                continue
+            stem = name[: -len(suffix)]
+        m = NUMBER_RE.match(stem)
+        if m:
+            out.append((int(m.group(1)), name))
     return sorted(out, key=lambda t: t[0])
 
 
 def _timelapse(root: Path, folder: Path) -> list[dict[str, Any]]:
     frames = []
     for suffix in (".jpg", ".jpeg", ".png"):
-        frames += [(n, e) for n, e in _numbered(folder / "timelapse", suffix) if _is_file(e)]
+        frames += _numbered(folder / "timelapse", suffix)
     frames.sort(key=lambda t: t[0])
-    return [{"iterations": n, "path": rel(root, folder / "timelapse" / e.name)}
-            for n, e in frames[-MAX_TIMELAPSE:]]
+    base = rel(root, folder / "timelapse")
+    return [{"iterations": n, "path": f"{base}/{name}"} for n, name in frames[-MAX_TIMELAPSE:]]
 
 
 def _state_iterations(state: dict[str, Any]) -> int | None:
@@ -228,21 +283,20 @@ def _state_iterations(state: dict[str, Any]) -> int | None:
 def models(root: Path) -> list[dict[str, Any]]:
     """Per model folder: its pair, trainer, iterations, timelapse frames and snapshots."""
     out = []
-    for entry in visible_dirs(root / "models"):
-        folder = Path(entry.path)
+    for folder in visible_dirs(root / "models"):
         toml = _model_toml(folder / "model.toml") if (folder / "model.toml").is_file() else {}
         state = _read_json(folder / "state.json") or {}
         settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
         trainer = toml.get("trainer") or settings.get("trainer") or state.get("trainer")
         if isinstance(trainer, dict):
             trainer = trainer.get("name")
-        snapshots = [{"iterations": n, "name": e.name, "modified": iso(_mtime(e))}
-                     for n, e in _numbered(folder / "snapshots", None) if _is_dir(e)]
-        coverage = [rel(root, folder / e.name) for e in _files(folder)
-                    if COVERAGE_RE.match(e.name)]
+        snapshots = [{"iterations": n, "name": name,
+                      "modified": iso(_mtime(folder / "snapshots" / name))}
+                     for n, name in _numbered(folder / "snapshots", None)]
+        coverage = [rel(root, folder / name) for name in _coverage_images(folder)]
         cov_json = _read_json(folder / "coverage.json")
         out.append({
-            "name": entry.name,
+            "name": folder.name,
             "a": str(toml.get("a", state.get("a", "")) or ""),
             "b": str(toml.get("b", state.get("b", "")) or ""),
             "trainer": str(trainer) if trainer else None,
@@ -282,21 +336,20 @@ def _int(value: Any) -> int | None:
 def outputs(root: Path) -> list[dict[str, Any]]:
     """Swapped videos in ``output/<model>/`` (newest first) with their provenance manifest."""
     found = []
-    for model in visible_dirs(root / "output"):
-        folder = Path(model.path)
-        for e in _files(folder, OUTPUT_SUFFIX):
-            found.append((_mtime(e), model.name, folder, e))
+    for folder in visible_dirs(root / "output"):
+        for name in _files(folder, OUTPUT_SUFFIX):
+            found.append((_mtime(folder / name), folder.name, folder, name))
     found.sort(key=lambda t: -t[0])
     out = []
-    for mtime, model, folder, e in found[:MAX_OUTPUTS]:
-        manifest_path = folder / (e.name[: -len(".mp4")] + MANIFEST_SUFFIX)
+    for mtime, model, folder, name in found[:MAX_OUTPUTS]:
+        manifest_path = folder / (name[: -len(".mp4")] + MANIFEST_SUFFIX)
         manifest = _read_json(manifest_path, limit=1 << 20)
         try:
-            size = e.stat().st_size
+            size = (folder / name).stat().st_size
         except OSError:
             size = 0
         out.append({
-            "model": model, "name": e.name, "path": rel(root, folder / e.name), "size": size,
+            "model": model, "name": name, "path": rel(root, folder / name), "size": size,
             "modified": iso(mtime),
             "manifest_path": rel(root, manifest_path) if manifest is not None else None,
             "manifest": manifest,
@@ -335,21 +388,21 @@ def failures(root: Path) -> list[dict[str, Any]]:
     found = []
     failed = root / "failed"
     for stage in visible_dirs(failed):
-        for e in _files(Path(stage.path), ERROR_SUFFIX):
-            found.append((_mtime(e), stage.name, e))
+        for name in _files(stage, ERROR_SUFFIX):
+            found.append((_mtime(stage / name), stage.name, stage / name))
     # inputs dropped straight into failed/ (no stage folder)
-    for e in _files(failed, ERROR_SUFFIX):
-        found.append((_mtime(e), "", e))
+    for name in _files(failed, ERROR_SUFFIX):
+        found.append((_mtime(failed / name), "", failed / name))
     found.sort(key=lambda t: -t[0])
     out = []
-    for mtime, stage, e in found[:MAX_FAILURES]:
+    for mtime, stage, path in found[:MAX_FAILURES]:
         try:
-            with open(e.path, encoding="utf-8", errors="replace") as fh:
+            with open(path, encoding="utf-8", errors="replace") as fh:
                 text = fh.read(4096)
         except OSError:
             continue
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        out.append({"stage": stage, "file": e.name[: -len(ERROR_SUFFIX)],
+        out.append({"stage": stage, "file": path.name[: -len(ERROR_SUFFIX)],
                     "reason": _reason(lines), "text": text, "when": iso(mtime)})
     return out
 
