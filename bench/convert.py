@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hotfolders import quiet  # noqa: E402
 
 quiet.silence(False)
+quiet.filter_native_stderr()
 
 
 def clip(path: Path, seconds: float) -> Path:

@@ -72,7 +72,7 @@ def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
                                                            "unit": "frames"}))
     report({"message": "sorting faces for review"})
     sort_faces(work, by="face")
-    review_report(work)
+    review_report(work, name=final.name)
     os.replace(work, final)  # the folder appears in review/ only when complete
     return {"output": str(final), "message": summary.describe()}
 

@@ -70,9 +70,15 @@ def _flags(m: emb.FaceMeasures, distance: float, outlier: bool,
 
 
 def review_report(folder: str | Path, out_dir: str | Path | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[int, int], None] | None = None,
+                  name: str | None = None) -> dict[str, Any]:
     """Measure the faces of ``folder``, write ``review.json`` + ``review.jpg`` into ``out_dir``
     (default: the folder itself) and return the report as a dict.
+
+    ``name`` is the set's name as people know it (default: the folder's name; the daemon
+    writes the report into a staging folder that is renamed when it is complete). The report
+    names its files relative to its own folder, so it stays right when the folder moves
+    from ``review/`` to ``approved/``.
 
     Raises :class:`hotfolders.errors.InputError` for an empty folder or a file that is not a
     facedrop face.
@@ -135,18 +141,18 @@ def review_report(folder: str | Path, out_dir: str | Path | None = None,
     report: dict[str, Any] = {
         "format": "facedrop-review",
         "version": 1,
-        "folder": str(folder),
+        "folder": name or folder.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "faces": len(items),
         "flagged": flagged,
         "counts": counts,
         "medians": {k: round(v, 4) for k, v in medians.items()},
         "limits": {k: round(v, 4) for k, v in limits.items()},
-        "json": str(out_dir / REPORT_JSON),
-        "image": str(out_dir / REPORT_IMAGE),
+        "json": REPORT_JSON,
+        "image": REPORT_IMAGE,
         "items": items,
     }
-    atomic.write_bytes(out_dir / REPORT_IMAGE, contact_sheet(items, thumbs, folder.name),
+    atomic.write_bytes(out_dir / REPORT_IMAGE, contact_sheet(items, thumbs, name or folder.name),
                        durable=False)
     atomic.write_json(out_dir / REPORT_JSON, report, durable=False)
     log.debug("review of %s: %d of %d faces flagged (%.1f s)", folder, flagged, len(items),
@@ -154,11 +160,12 @@ def review_report(folder: str | Path, out_dir: str | Path | None = None,
     return report
 
 
-def describe(report: dict[str, Any]) -> str:
-    """One line for the command's summary."""
+def describe(report: dict[str, Any], folder: str | Path | None = None) -> str:
+    """One line for the command's summary (``folder``: where the report was written)."""
     counts = ", ".join(f"{n} {REASONS[r]}" for r, n in report["counts"].items() if n)
+    sheet = Path(folder) / report["image"] if folder is not None else report["image"]
     return (f"review: {report['flagged']} of {report['faces']} faces flagged"
-            + (f" ({counts})" if counts else "") + f"; sheet: {report['image']}")
+            + (f" ({counts})" if counts else "") + f"; sheet: {sheet}")
 
 
 def _short(name: str, limit: int = 17) -> str:

@@ -125,6 +125,8 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
         assert not (root / "review" / "bob" / "bob-again").exists()
         faces = sorted((root / "review" / "alice" / "alice").glob("*.png"))
         assert len(faces) == 25 and faces[0].name.startswith("0001_")  # sorted for review
+        report = json.loads((root / "review" / "alice" / "alice" / "review.json").read_text())
+        assert report["folder"] == "alice"  # its final name, not the staging folder's
 
         # 2. the person deletes two faces and approves; a model is declared
         faces[0].unlink()

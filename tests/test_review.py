@@ -71,6 +71,10 @@ def test_report_files(planted, tmp_path):
     report = review_report(folder, out_dir=out)
     on_disk = json.loads((out / REPORT_JSON).read_text())
     assert on_disk == json.loads(json.dumps(report))
+    # the report names its set and its files relative to itself: moving the folder keeps it right
+    assert (on_disk["folder"], on_disk["json"], on_disk["image"]) == (folder.name, REPORT_JSON,
+                                                                      REPORT_IMAGE)
+    assert review_report(folder, out_dir=out, name="alice-clip")["folder"] == "alice-clip"
     assert not (folder / REPORT_JSON).exists()
     sheet = cv2.imread(str(out / REPORT_IMAGE))
     assert sheet is not None

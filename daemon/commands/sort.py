@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         with progress_bar("review", unit="face") as update:
             report = review_report(result.target, progress=update)
-        print(describe(report))
+        print(describe(report, result.target))
     if not result.copied:
         print(f"undo with: facedrop sort {result.target} --undo")
     return 0
