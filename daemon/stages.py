@@ -148,6 +148,7 @@ def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     out = output_path(Path(p["root"]), p["model"], source, sha)
     result = convert(source, p["model_dir"], out, color=p["color"], mask=p["mask"],
                      sharpen=p["sharpen"], face_select=p["face_select"], label=p["label"],
+                     sha256=sha,
                      progress=lambda done, total: report({"done": done, "total": total,
                                                           "unit": "frames"}))
     return {"output": str(result.output), "message": result.describe()}

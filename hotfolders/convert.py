@@ -425,13 +425,14 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
             blur: int | None = None, color: str = "avg-color", sharpen: str = "none",
             swap: bool = False, label: bool = True, face_select: str = "largest",
             batch_size: int = 8, progress: Progress | None = None,
-            model: SwapModel | None = None) -> ConvertResult:
+            model: SwapModel | None = None, sha256: str | None = None) -> ConvertResult:
     """Swap faces in ``video`` (or a folder of images) with the model in ``model_dir``.
 
     ``alignments``: landmarks of the target from ``facedrop extract --every-n 1`` (or a
     previous conversion); when the file does not exist yet, the landmarks detected here are
     saved there, so converting the same target again with other settings skips detection.
-    ``model`` lets a caller that converts many files load the model once.
+    ``model`` lets a caller that converts many files load the model once; ``sha256`` of the
+    video, a caller that hashed it already (the daemon does, to spot duplicates).
     """
     started = time.perf_counter()
     video, output = Path(video), Path(output)
@@ -457,7 +458,7 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
         return _convert_images([(video, target)], target, model_dir, settings, progress, started,
                                model, need_face=True)
     model = model or load_swap_model(model_dir)
-    input_sha = sha256_file(video)
+    input_sha = sha256 or sha256_file(video)
     aligned, record = None, None
     alignments = Path(alignments) if alignments else None
     if alignments is not None and alignments.exists():
