@@ -47,14 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
-                        stream=sys.stderr)
-    if not verbose:
-        for noisy in ("watchdog", "apscheduler", "waitress", "PIL", "matplotlib"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        # a page load fetches many thumbnails at once; waitress calls that a queue warning
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    from .logs import setup
+
+    setup(verbose)
 
 
 def main(argv: list[str] | None = None) -> int:

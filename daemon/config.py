@@ -6,7 +6,6 @@ should not silently do nothing).
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,9 @@ poll_seconds = 0
 rescan_seconds = 30
 # Pause new work while the disk holding the root has less free space than this.
 min_free_gb = 2.0
+# Other names the status page answers to (e.g. ["studio-nas.local"]); it always answers to
+# its own host, localhost, 127.0.0.1 and [::1]. Any other Host header gets 421 (DNS rebinding).
+allowed_hosts = []
 
 [extract]
 every_n = 4        # keep every Nth frame of inbox videos (4 at 25 fps)
@@ -49,6 +51,11 @@ mask = "extended"         # extended | components | mesh
 sharpen = "none"          # none | box | gaussian | unsharp
 face_select = "largest"   # several faces in a frame: largest | center | person | all
 label = true              # visible "AI-generated" label (metadata and manifest always say so)
+
+[limits]
+stall_seconds = 600       # a job silent this long is killed and failed (training: 3x as long)
+max_interruptions = 3     # a job cut off this often (crash, OOM kill) fails instead of rerunning
+retry_seconds = 60        # first wait after a transient fault (disk full, I/O error); doubles
 '''
 
 
@@ -85,6 +92,21 @@ class Convert:
 
 
 @dataclass
+class Limits:
+    stall_seconds: float = 600.0
+    max_interruptions: int = 3
+    retry_seconds: float = 60.0
+
+    def stall(self, kind: str) -> float:
+        """Seconds a job of ``kind`` may go without reporting progress (training builds and
+        compiles a model and loads every face before its first step: it gets longer)."""
+        return self.stall_seconds * (3 if kind == "train" else 1)
+
+
+SECTIONS = {"extract": Extract, "train": Train, "convert": Convert, "limits": Limits}
+
+
+@dataclass
 class Config:
     root: Path = Path("facedrop-data")
     host: str = "127.0.0.1"
@@ -93,9 +115,11 @@ class Config:
     poll_seconds: float = 0.0
     rescan_seconds: float = 30.0
     min_free_gb: float = 2.0
+    allowed_hosts: list = field(default_factory=list)
     extract: Extract = field(default_factory=Extract)
     train: Train = field(default_factory=Train)
     convert: Convert = field(default_factory=Convert)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def state_dir(self) -> Path:
@@ -135,7 +159,7 @@ def _apply(obj: Any, data: dict[str, Any], where: str, source: Path) -> None:
         if key not in known or key == "root" and where:
             raise ConfigError(f"{source}: unknown setting {where}{key!r}")
         current = getattr(obj, key)
-        if isinstance(current, (Extract, Train, Convert)):
+        if isinstance(current, tuple(SECTIONS.values())):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: [{key}] must be a table")
             _apply(current, value, f"{key}.", source)
@@ -146,9 +170,23 @@ def _apply(obj: Any, data: dict[str, Any], where: str, source: Path) -> None:
         if expected is Path:
             value = Path(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"{source}: {where}{key} must be {expected.__name__}, "
-                              f"not {value!r}")
+            raise ConfigError(f"{source}: {where}{key} must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
+                              f"not {_shown(value)}")
+        if expected is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {where}{key} must be a list of strings")
         setattr(obj, key, value)
+
+
+_TYPE_NAMES = {int: "int (a whole number)", float: "float (a number)", str: "str (text in quotes)",
+               bool: "bool (true or false)", list: "a list"}
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, and printable whatever a file held."""
+    from hotfolders.names import printable
+
+    text = printable(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load(root: Path | None = None, config_file: Path | None = None) -> Config:
@@ -156,11 +194,7 @@ def load(root: Path | None = None, config_file: Path | None = None) -> Config:
     config = Config()
     path = config_file or ((root or config.root) / CONFIG_NAME)
     if path.exists():
-        try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        _apply(config, data, "", path)
+        _apply(config, _read_toml(path), "", path)
     elif config_file is not None:
         raise ConfigError(f"{path}: config file not found")
     if root is not None:
@@ -168,6 +202,19 @@ def load(root: Path | None = None, config_file: Path | None = None) -> Config:
     config.root = config.root.expanduser().resolve()
     validate(config, path)
     return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A settings file (at most 64 KB); any problem is a :class:`ConfigError` naming it."""
+    from hotfolders.errors import InputError
+    from hotfolders.safefs import load_toml
+
+    try:
+        return load_toml(path)
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def validate(config: Config, source: Path) -> None:
@@ -189,6 +236,9 @@ def validate(config: Config, source: Path) -> None:
         (0 < config.port < 65536, "port must be 1-65535"),
         (config.train.batch_size >= 1 and config.train.save_every >= 1,
          "train.batch_size and train.save_every must be at least 1"),
+        (config.limits.stall_seconds > 0, "limits.stall_seconds must be more than 0"),
+        (config.limits.max_interruptions >= 1, "limits.max_interruptions must be at least 1"),
+        (config.limits.retry_seconds > 0, "limits.retry_seconds must be more than 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -197,6 +247,44 @@ def validate(config: Config, source: Path) -> None:
         parse_window(config.train.window)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+# --- models/<name>/model.toml --------------------------------------------------------------
+# written by whoever can write into models/: untrusted, validated, and only ever able to break
+# its own model ("error: ..." on the page), never the daemon
+MODEL_TRAIN_KEYS = ("trainer", "iterations", "batch_size", "save_every", "snapshot_every",
+                    "precision")
+
+
+@dataclass
+class ModelSettings:
+    """A model's pair and its training settings (the root's ``[train]`` where it says none)."""
+
+    a: str
+    b: str
+    train: Train
+
+
+def load_model(path: Path, defaults: Train) -> ModelSettings:
+    """Read and check a ``model.toml``; :class:`ConfigError` names the file and the problem."""
+    from dataclasses import replace
+
+    from hotfolders.names import plain_name
+
+    data = _read_toml(path)
+    unknown = sorted(set(data) - {"a", "b", *MODEL_TRAIN_KEYS})
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {_shown(unknown)}; a model.toml may hold a, b "
+                          f"and {', '.join(MODEL_TRAIN_KEYS)}")
+    a, b = data.pop("a", None), data.pop("b", None)
+    for side, person in (("a", a), ("b", b)):
+        if not isinstance(person, str) or plain_name(person) is None:
+            raise ConfigError(f'{path}: needs {side} = "<person>" (a folder name in approved/), '
+                              f"not {_shown(person)}")
+    train = replace(defaults)
+    _apply(train, data, "", path)
+    validate(Config(train=train), path)
+    return ModelSettings(a, b, train)
 
 
 HOT_FOLDERS = ("inbox", "review", "approved", "models", "targets", "output", "failed")

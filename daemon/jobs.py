@@ -8,16 +8,25 @@ A job whose input is bad, or whose child crashes, is marked failed and its input
 """
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
+import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hotfolders.atomic import write_text
+from hotfolders.names import fit_name, printable
+from hotfolders.safefs import ensure_dir, is_inside
+
 from .config import Config, window_open
+from .faults import backoff
+from .sdnotify import notify
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -32,31 +41,54 @@ ADVICE = {
 }
 
 
-def move_to_failed(root: Path, stage: str, path: Path, message: str, detail: str = "") -> Path | None:
-    """Move a failed input to ``failed/<stage>/`` and write ``<name>.error.txt`` beside it."""
-    if not path.exists():
-        return None
-    folder = root / "failed" / stage
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
+def _free_name(folder: Path, name: str) -> Path:
+    """``folder/name`` cut to the byte budget, or ``<stem>.1<suffix>``... if that is taken."""
+    name = fit_name(name)
+    target = folder / name
+    stem, suffix = os.path.splitext(name)
     n = 1
-    while target.exists():
-        target = folder / f"{path.stem}.{n}{path.suffix}"
+    while target.exists() or target.is_symlink():
+        target = folder / f"{stem}.{n}{suffix}"
         n += 1
-    shutil.move(str(path), str(target))
-    text = (f"what:  {stage} of {path.name} failed\n"
-            f"why:   {message}\n"
+    return target
+
+
+def move_to_failed(root: Path, stage: str, path: Path, message: str, detail: str = "") -> Path | None:
+    """Move a failed input to ``failed/<stage>/`` and write ``<name>.error.txt`` beside it.
+
+    The report is written first: a kill between the two steps leaves a report next to an
+    input that is still in place, never an input in ``failed/`` without its reason. Names are
+    cut to a byte budget (the report names the input in full); nothing is moved out of, or
+    into, a place outside the root.
+    """
+    if not (path.exists() or path.is_symlink()) or not is_inside(path.parent, root):
+        return None
+    folder = ensure_dir(root / "failed" / stage, root)
+    target = _free_name(folder, path.name)
+    text = (f"what:  {stage} of {printable(path.name)} failed\n"
+            f"why:   {printable(message)}\n"
             f"when:  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
-            f"from:  {path}\n"
+            f"from:  {printable(path)}\n"
             f"to do: {ADVICE.get(stage, 'See the message above.')}\n")
     if detail and detail != "bad input":
         text += f"\ndetails:\n{detail}\n"
-    (folder / f"{target.name}.error.txt").write_text(text)
+    write_text(folder / f"{target.name}.error.txt", text)
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(str(path), str(target))  # failed/ on another file system than the input
     return target
 
 
 class Worker:
-    """Runs queued jobs one at a time in child processes."""
+    """Runs queued jobs one at a time in child processes.
+
+    It never dies: every pass of its loop is guarded (an error is logged, shown in the
+    daemon's status, and retried with a back-off), writes of a job's outcome to the database
+    are retried until they land, and a follow-up hook cannot change an outcome.
+    """
 
     def __init__(self, config: Config, store: Store, params: Callable[[dict], dict[str, Any] | None],
                  verbose: bool = False) -> None:
@@ -67,6 +99,7 @@ class Worker:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.paused_reason = ""
+        self.problem = ""             # why the worker cannot work right now (for the status)
         self.on_finished: Callable[[dict, str], None] | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
@@ -83,6 +116,20 @@ class Worker:
         self.wake.set()
         self._thread.join(timeout)
 
+    def resume_interrupted(self) -> None:
+        """At start-up: jobs a crash or kill left running run again, unless they were cut off
+        :attr:`Limits.max_interruptions` times (a crash loop, an OOM kill): those fail, with
+        their input in ``failed/``."""
+        limit = self.config.limits.max_interruptions
+        for job in self.store.interrupted():
+            if job["interruptions"] >= limit:
+                self._fail(job, f"interrupted {job['interruptions']} times while it ran (the "
+                                f"daemon crashed or was killed, maybe out of memory); not run "
+                                f"again")
+            else:
+                self.store.transition(job["id"], "queued", "interrupted; will run again")
+                log.info("job %d was interrupted; queued again", job["id"])
+
     # -- choosing ---------------------------------------------------------------------------
     def _runnable(self, job: dict) -> dict[str, Any] | None:
         if job["kind"] == "train" and not window_open(self.config.train.window, _minute()):
@@ -96,8 +143,8 @@ class Worker:
             try:
                 params = self._runnable(job)
             except Exception as exc:  # e.g. its model vanished: fail this job, not the worker
-                log.exception("job %s cannot run", job["id"])
-                self.store.transition(job["id"], "failed", f"cannot run: {exc}", error=str(exc))
+                log.warning("job %s cannot run: %s", job["id"], exc)
+                self._fail(job, f"cannot run: {exc}", move=False)
                 continue
             if params is not None:
                 return job, params
@@ -117,9 +164,17 @@ class Worker:
 
     # -- running ----------------------------------------------------------------------------
     def _loop(self) -> None:
+        delay = 1.0
         while not self.stopping.is_set():
             self.last_tick = time.monotonic()
-            picked = self._pick()
+            try:
+                picked = self._pick()
+                self.problem = ""
+                delay = 1.0
+            except Exception as exc:  # a locked or full database: wait, then try again
+                self._trouble(f"cannot read the job queue ({exc})", delay)
+                delay = min(delay * 2, 60.0)
+                continue
             if picked is None:
                 self.wake.wait(2.0)
                 self.wake.clear()
@@ -127,47 +182,88 @@ class Worker:
             job, params = picked
             try:
                 self._run(job, params)
-            except Exception:  # never let the worker thread die
-                log.exception("job %s crashed the worker", job["id"])
-                self.store.transition(job["id"], "failed", "internal error (see the log)")
+            except Exception as exc:  # never let the worker thread die
+                log.exception("job %s: internal error", job["id"])
+                self._trouble(f"job {job['id']} hit an internal error ({exc})", delay)
+                delay = min(delay * 2, 60.0)
+                self._requeue_after_error(job)
 
-    def _run(self, job: dict, params: dict[str, Any]) -> None:
+    def _trouble(self, problem: str, delay: float) -> None:
+        self.problem = problem
+        log.error("%s; trying again in %.0f s", problem, delay)
+        self.stopping.wait(delay)
+
+    def _requeue_after_error(self, job: dict) -> None:
+        try:
+            if self.store.job(job["id"])["status"] == "running":
+                self.store.transition(job["id"], "queued", "internal error; will run again",
+                                      retry_at=time.time() + self.config.limits.retry_seconds)
+        except Exception:  # the database is still unwell: the restart requeues it
+            log.exception("job %s: could not requeue it", job["id"])
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record a job's outcome, retrying while the database refuses (locked, disk full):
+        the outcome is known and must not be lost. Gives up only when the daemon stops (the
+        job then stays 'running' and the restart runs it again)."""
+        delay = 0.5
+        while True:
+            try:
+                write()
+                self.problem = ""
+                return
+            except sqlite3.Error as exc:
+                if self.stopping.is_set():
+                    raise
+                self.problem = f"cannot write the state database ({exc})"
+                log.warning("%s; retrying in %.1f s", self.problem, delay)
+                self.last_tick = time.monotonic()
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _run(self, job: dict[str, Any], params: dict[str, Any]) -> None:
         from .stages import child_main
 
-        job_id = job["id"]
-        name = Path(job["input"]).name
-        self.store.transition(job_id, "running", f"{job['kind']} {name}",
-                              attempts=job["attempts"] + 1, progress=None)
-        log.info("job %d: %s %s", job_id, job["kind"], name)
+        job_id, kind = job["id"], job["kind"]
+        name = printable(Path(job["input"]).name)
+        self.store.transition(job_id, "running", f"{kind} {name}",
+                              attempts=job["attempts"] + 1, progress=None, retry_at=None)
+        log.info("job %d: %s %s", job_id, kind, name)
+        notify(f"STATUS={kind} {Path(job['input']).name}")  # notify escapes what names hold
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=child_main, args=(job["kind"], params, child, self.verbose),
-                                 name=f"facedrop-{job['kind']}", daemon=True)
+        proc = self._ctx.Process(target=child_main, args=(kind, params, child, self.verbose),
+                                 name=f"facedrop-{kind}", daemon=True)
         proc.start()
         child.close()
         outcome: tuple | None = None
         stop_sent = False
-        last_yield_check = 0.0
+        stall = self.config.limits.stall(kind)
+        last_heard = last_yield_check = time.monotonic()
         while True:
-            self.last_tick = time.monotonic()
+            self.last_tick = now = time.monotonic()
             if parent.poll(0.2):
                 try:
                     message = parent.recv()
-                except (EOFError, OSError):
-                    message = None
-                if message is None:
-                    pass
-                elif message[0] == "progress":
+                except (EOFError, OSError):  # the child is gone (or going)
+                    proc.join(5)
+                    break
+                last_heard = time.monotonic()
+                if message[0] == "progress":
                     self._progress(job, message[1])
                     continue
-                else:
-                    outcome = message
-            if outcome is not None or not proc.is_alive():
+                outcome = message
                 break
-            now = time.monotonic()
+            if not proc.is_alive():
+                break
+            if now - last_heard > stall:
+                proc.kill()
+                outcome = ("failed", f"the {kind} process stopped reporting progress for "
+                                     f"{stall:.0f} s and was stopped (hung on this input?)", "")
+                log.error("job %d: no progress for %.0f s; killed", job_id, stall)
+                break
             if not stop_sent and (self.stopping.is_set() or
                                   (now - last_yield_check > 1.0 and self._should_yield(job))):
                 last_yield_check = now
-                if job["kind"] == "train":
+                if kind == "train":
                     parent.send("stop")  # saves at the next step, then returns
                     stop_sent = True
                 elif self.stopping.is_set():
@@ -181,6 +277,13 @@ class Worker:
         self._finish(job, outcome, proc.exitcode, stop_sent)
 
     def _progress(self, job: dict, info: dict[str, Any]) -> None:
+        """Record a progress report; a database hiccup only loses this one report."""
+        try:
+            self._record_progress(job, info)
+        except sqlite3.Error as exc:
+            log.warning("job %d: progress not recorded (%s)", job["id"], exc)
+
+    def _record_progress(self, job: dict, info: dict[str, Any]) -> None:
         fields: dict[str, Any] = {}
         if info.get("done") is not None:
             fields["done"] = int(info["done"])
@@ -206,37 +309,88 @@ class Worker:
 
     def _finish(self, job: dict, outcome: tuple | None, exitcode: int | None, stopped: bool) -> None:
         job_id, kind = job["id"], job["kind"]
-        if outcome is not None and outcome[0] == "done":
-            result = outcome[1]
-            if kind == "train" and result.get("stopped_because") == "stop request":
-                status = "queued" if self.stopping.is_set() else "paused"
-                self.store.transition(job_id, status, f"paused at iteration "
-                                                      f"{result['iterations']} (saved)")
-                self.store.upsert_model(job["model"], status="paused")
-                return
-            self.store.transition(job_id, "done", result.get("message", ""), progress=1.0,
-                                  output=result.get("output"))
-            if kind == "train":
-                self.store.upsert_model(job["model"], status="trained")
-            log.info("job %d done: %s", job_id, result.get("message", ""))
+        verdict = outcome[0] if outcome else None
+        if verdict == "done":
+            self._durably(lambda: self._done(job, outcome[1]))
+        elif verdict == "transient":
+            self._durably(lambda: self._retry_later(job, outcome[1], counts=False))
         elif outcome is None and stopped and self.stopping.is_set():
-            self.store.transition(job_id, "queued", "interrupted by shutdown; will run again")
+            self._durably(lambda: self.store.transition(
+                job_id, "queued", "interrupted by shutdown; will run again"))
             return
+        elif outcome is None:  # killed by a signal (OOM killer), or died without a word
+            how = (f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0
+                   else f"exited unexpectedly (exit code {exitcode})")
+            self._durably(lambda: self._interrupted(job, f"the {kind} process {how}"))
         else:
-            if outcome is None:
-                message, detail = f"the {kind} process crashed (exit code {exitcode})", ""
-            else:
-                message, detail = outcome[1], outcome[2]
-            log.error("job %d failed: %s", job_id, message)
-            moved = None
-            if kind in ("extract", "clean", "convert"):
-                moved = move_to_failed(self.config.root, kind, Path(job["input"]), message, detail)
-            self.store.transition(job_id, "failed", message, error=message,
-                                  output=str(moved) if moved else None)
-            if kind == "train":
-                self.store.upsert_model(job["model"], status="failed")
+            message, detail = outcome[1], outcome[2] if len(outcome) > 2 else ""
+            log.error("job %d failed: %s", job_id, printable(message))
+            self._durably(lambda: self._fail(job, message, detail))
         if self.on_finished:
-            self.on_finished(self.store.job(job_id), kind)
+            try:
+                self.on_finished(self.store.job(job_id), kind)
+            except Exception:  # a follow-up never changes the outcome recorded above
+                log.exception("job %d: the follow-up after it failed (its outcome stands)",
+                              job_id)
+
+    def _done(self, job: dict, result: dict[str, Any]) -> None:
+        job_id, kind = job["id"], job["kind"]
+        if kind == "train" and result.get("stopped_because") == "stop request":
+            status = "queued" if self.stopping.is_set() else "paused"
+            self.store.transition(job_id, status, f"paused at iteration "
+                                                  f"{result['iterations']} (saved)", retries=0)
+            self.store.upsert_model(job["model"], status="paused")
+            return
+        self.store.transition(job_id, "done", result.get("message", ""), progress=1.0,
+                              output=result.get("output"), retries=0)
+        if kind == "train":
+            self.store.upsert_model(job["model"], status="trained")
+        log.info("job %d done: %s", job_id, printable(result.get("message", "")))
+
+    def _retry_later(self, job: dict, reason: str, counts: bool) -> None:
+        """Keep the input where it is and run the job again after a back-off."""
+        row = self.store.job(job["id"])
+        retries = int(row.get("retries") or 0) + 1
+        delay = backoff(self.config.limits.retry_seconds, retries)
+        fields: dict[str, Any] = {"retries": retries, "retry_at": time.time() + delay}
+        if counts:
+            fields["interruptions"] = int(row.get("interruptions") or 0) + 1
+        status = "paused" if job["kind"] == "train" else "queued"
+        message = f"waiting: {reason}; trying again in {_seconds(delay)}"
+        self.store.transition(job["id"], status, message, error=reason, **fields)
+        if job["kind"] == "train":
+            self.store.upsert_model(job["model"], status=f"paused: {reason}")
+        log.warning("job %d: %s", job["id"], printable(message))
+
+    def _interrupted(self, job: dict, reason: str) -> None:
+        """A child that died without a word: retried, unless it happened too often."""
+        row = self.store.job(job["id"])
+        count = int(row.get("interruptions") or 0) + 1
+        if count >= self.config.limits.max_interruptions:
+            self.store.update(job["id"], interruptions=count)
+            self._fail(job, f"{reason}, {count} times (a crash loop, or out of memory?); "
+                            "not run again")
+        else:
+            self._retry_later(job, reason, counts=True)
+
+    def _fail(self, job: dict, message: str, detail: str = "", move: bool = True) -> None:
+        """Record the failure; the input of a file or folder job goes to ``failed/``."""
+        moved = None
+        if move and job["kind"] in ("extract", "clean", "convert"):
+            try:
+                moved = move_to_failed(self.config.root, job["kind"], Path(job["input"]),
+                                       message, detail)
+            except Exception as exc:  # e.g. the disk is full: the input stays where it is
+                log.error("job %d: could not move its input to failed/ (%s)", job["id"],
+                          printable(exc))
+        self.store.transition(job["id"], "failed", message, error=message,
+                              output=str(moved) if moved else None, retry_at=None)
+        if job["kind"] == "train" and job.get("model"):
+            self.store.upsert_model(job["model"], status="failed")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
 
 
 def _minute() -> int:

@@ -41,7 +41,7 @@ def stale_temps(root: Path) -> list[tuple[str, Path]]:
             ("convert", root / "output",
              lambda p: p.is_file() and p.name.startswith(".") and ".part" in p.name)):
         for owner in folder.glob("*"):
-            if owner.is_dir():
+            if owner.is_dir() and not owner.is_symlink():  # never delete through a link
                 found += [(kind, p) for p in owner.iterdir() if test(p)]
     return found
 

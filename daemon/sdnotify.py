@@ -1,8 +1,15 @@
-"""systemd's notify protocol without a library: one datagram to ``$NOTIFY_SOCKET``."""
+"""systemd's notify protocol without a library: one datagram to ``$NOTIFY_SOCKET``.
+
+The datagram is newline-separated ``KEY=value`` assignments, and a ``STATUS=`` line often
+names a dropped file: each state has its control characters escaped, so a file called
+``clip\nWATCHDOG=trigger\n.mp4`` stays one harmless status line.
+"""
 from __future__ import annotations
 
 import os
 import socket
+
+from hotfolders.names import printable
 
 
 def notify(*states: str) -> bool:
@@ -15,7 +22,7 @@ def notify(*states: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)
-            sock.sendall("\n".join(states).encode())
+            sock.sendall("\n".join(printable(state) for state in states).encode())
         return True
     except OSError:
         return False

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import logging.handlers
 import os
 import shutil
 import signal
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from hotfolders.digest import sha256_file
+from hotfolders.names import plain_name, printable
+from hotfolders.safefs import confine, confinement, is_inside
 
-from .config import Config, init_root
+from .config import Config, ConfigError, ModelSettings, init_root, load_model
 from .jobs import Worker, move_to_failed
 from .scheduler import Scheduler, housekeeping
 from .sdnotify import notify, watchdog_interval
@@ -32,19 +32,22 @@ log = logging.getLogger("facedrop")
 WEB_THREADS = 4  # waitress threads for the status page (one poll per client every 2 s)
 STUCK_SECONDS = 300.0  # a loop silent this long is hung (a huge file's sha256 takes far less)
 
-MODEL_KEYS = {"a", "b", "trainer", "iterations", "batch_size", "save_every", "snapshot_every",
-              "precision"}
-
-
 def _folder_signature(folder: Path) -> str:
-    """A cheap content signature of a folder (names, sizes): did a person change it?"""
-    items = sorted((p.relative_to(folder).as_posix(), p.stat().st_size)
-                   for p in folder.rglob("*") if p.is_file())
-    return hashlib.sha256(repr(items).encode()).hexdigest()
+    """A cheap content signature of a folder (names, sizes): did a person change it?
+    Links are not followed (a link's own size counts)."""
+    items = []
+    for current, dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(current, name)
+            try:
+                items.append((os.path.relpath(path, folder), os.lstat(path).st_size))
+            except OSError:
+                continue
+    return hashlib.sha256(repr(sorted(items)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _safe_name(name: str) -> bool:
-    return bool(name) and not ignored(name) and "/" not in name and name not in (".", "..")
+    return plain_name(name) is not None and not ignored(name)
 
 
 class AlreadyRunning(RuntimeError):
@@ -65,43 +68,61 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.web = None
         self.web_url = ""
+        self._confined_before: Path | None = None
 
     # -- intake: a settled candidate becomes a job --------------------------------------------
     def on_ready(self, cand: Candidate) -> None:
-        with self.lock:
-            {"inbox": self._inbox, "approved": self._approved, "model": self._model,
-             "target": self._target}[cand.kind](cand)
+        if cand.kind in ("inbox", "target"):
+            fingerprint = self._fingerprint(cand)  # hashing runs outside the lock
+            if fingerprint is None:
+                return
+            with self.lock:
+                self._file_job(cand, *fingerprint)
+        else:
+            with self.lock:
+                {"approved": self._approved, "model": self._model}[cand.kind](cand)
+        if self.worker is not None:
             self.worker.wake.set()
 
-    def _file_job(self, kind: str, cand: Candidate, **fields: Any) -> None:
-        store, path = self.store, cand.path
+    def _fingerprint(self, cand: Candidate) -> tuple[str, os.stat_result] | None:
+        """(sha256, stat) of a dropped file, or None when it is unchanged since it was taken
+        (same path, size and modification time, also across restarts)."""
+        if not _safe_name(cand.owner):
+            return None
+        path = cand.path
         st = path.stat()
-        seen = store.seen(path)
+        seen = self.store.seen(path)
         if seen and seen["size"] == st.st_size and seen["mtime"] == st.st_mtime:
-            return  # taken before (also across restarts)
-        sha = sha256_file(path)
+            return None
+        keepalive = self.watcher.keepalive if self.watcher else None
+        return sha256_file(path, progress=keepalive), st
+
+    def _file_job(self, cand: Candidate, sha: str, st: os.stat_result) -> None:
+        store, path = self.store, cand.path
+        kind, owner = ("extract", "person") if cand.kind == "inbox" else ("convert", "model")
         twin = store.by_sha(sha)
         twin_job = store.job(twin["job_id"]) if twin and twin["job_id"] else None
-        if (twin and twin["path"] != str(path) and Path(twin["path"]).parent == path.parent
-                and not (twin_job and twin_job["status"] == "failed")):  # a failure may be retried
-            store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
-            store.event(twin["job_id"], "duplicate", f"{path.name} has the same content as "
-                                                     f"{Path(twin['path']).name}; not processed again")
-            log.info("%s is a duplicate of %s; skipped", path.name, Path(twin["path"]).name)
-            return
-        job_id = store.add_job(kind, path, input_sha256=sha, **fields)
+        if twin_job is not None and twin_job["status"] != "failed":  # a failure may be retried
+            if twin["path"] == str(path):  # touched, or copied again with the same content
+                store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
+                log.info("%s changed its time but not its content; not processed again",
+                         printable(path.name))
+                return
+            if Path(twin["path"]).parent == path.parent:
+                store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
+                store.event(twin["job_id"], "duplicate",
+                            f"{printable(path.name)} has the same content as "
+                            f"{printable(Path(twin['path']).name)}; not processed again")
+                log.info("%s is a duplicate of %s; skipped", printable(path.name),
+                         printable(Path(twin["path"]).name))
+                return
+        job_id = store.add_job(kind, path, input_sha256=sha, **{owner: cand.owner})
         store.remember(path, sha, st.st_size, st.st_mtime, job_id)
-
-    def _inbox(self, cand: Candidate) -> None:
-        if _safe_name(cand.owner):
-            self._file_job("extract", cand, person=cand.owner)
-
-    def _target(self, cand: Candidate) -> None:
-        if _safe_name(cand.owner):
-            self._file_job("convert", cand, model=cand.owner)
 
     def _approved(self, cand: Candidate) -> None:
         store, folder = self.store, cand.path
+        if not _safe_name(cand.owner):
+            return
         signature = _folder_signature(folder)
         seen = store.seen(folder)
         if seen and seen["sha256"] == signature or store.active_job_for("clean", folder):
@@ -111,53 +132,57 @@ class Service:
 
     def _model(self, cand: Candidate) -> None:
         name = cand.owner
-        try:
-            settings = tomllib.loads(cand.path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-            self.store.upsert_model(name, status=f"error: model.toml is not valid TOML ({exc})")
-            log.error("%s: not valid TOML: %s", cand.path, exc)
+        settings = self._model_settings(name)
+        if settings is None:
             return
-        unknown = set(settings) - MODEL_KEYS
-        a, b = settings.get("a"), settings.get("b")
-        if unknown or not isinstance(a, str) or not isinstance(b, str) or not (
-                _safe_name(a) and _safe_name(b)):
-            problem = (f"unknown keys {sorted(unknown)}" if unknown
-                       else 'needs a = "<person>" and b = "<person>"')
-            self.store.upsert_model(name, status=f"error: model.toml {problem}")
-            log.error("%s: %s", cand.path, problem)
-            return
-        self.store.upsert_model(name, a=a, b=b, status="waiting for approved faces")
+        self.store.upsert_model(name, a=settings.a, b=settings.b,
+                                status="waiting for approved faces")
         self.maybe_train(name)
+
+    def _model_settings(self, name: str) -> ModelSettings | None:
+        """A model's validated ``model.toml``; a bad one marks that model "error: ..." (and
+        only that model) and gives None."""
+        path = self.root / "models" / name / "model.toml"
+        try:
+            return load_model(path, self.config.train)
+        except ConfigError as exc:
+            message = str(exc).replace(f"{path}: ", "model.toml ")
+            self.store.upsert_model(name, status=f"error: {printable(message)}")
+            log.error("%s", printable(exc))
+            return None
 
     def maybe_train(self, name: str | None = None) -> None:
         """Queue training for models whose two people both have approved faces."""
         for model in self.store.db["models"].rows_where("a IS NOT NULL" + (" AND name = ?" if name else ""),
                                                         [name] if name else []):
-            if self.store.active_job_for("train", self.root / "models" / model["name"]):
-                continue
-            toml = self.root / "models" / model["name"] / "model.toml"
-            if not toml.exists():
-                continue
-            ready = all(self._approved_faces(model[s]) for s in ("a", "b"))
-            cleaning = self.store.jobs("kind = 'clean' AND status IN ('queued','running')")
-            if not ready or cleaning:
-                continue
-            target = int(self._model_settings(model["name"]).get("iterations",
-                                                                  self.config.train.iterations))
-            if int(model.get("iterations") or 0) >= target:
-                continue
-            self.store.add_job("train", self.root / "models" / model["name"], model=model["name"])
-            self.store.upsert_model(model["name"], status="queued")
+            try:
+                self._maybe_train_one(model)
+            except Exception as exc:  # one broken model must not keep the others waiting
+                log.exception("model %s: cannot schedule training", printable(model["name"]))
+                self.store.upsert_model(model["name"], status=f"error: {printable(exc)}")
+
+    def _maybe_train_one(self, model: dict[str, Any]) -> None:
+        folder = self.root / "models" / model["name"]
+        if self.store.active_job_for("train", folder):
+            return
+        if not (folder / "model.toml").is_file() or not is_inside(folder, self.root):
+            return
+        settings = self._model_settings(model["name"])
+        if settings is None:
+            return
+        ready = all(self._approved_faces(p) for p in (settings.a, settings.b))
+        cleaning = self.store.jobs("kind = 'clean' AND status IN ('queued','running')")
+        if not ready or cleaning:
+            return
+        if int(model.get("iterations") or 0) >= settings.train.iterations:
+            return
+        self.store.add_job("train", folder, model=model["name"])
+        self.store.upsert_model(model["name"], status="queued")
 
     def _approved_faces(self, person: str) -> bool:
         folder = self.root / "approved" / person
-        return folder.is_dir() and any(p.suffix == ".png" for p in folder.rglob("*.png"))
-
-    def _model_settings(self, name: str) -> dict[str, Any]:
-        try:
-            return tomllib.loads((self.root / "models" / name / "model.toml").read_text())
-        except (OSError, tomllib.TOMLDecodeError):
-            return {}
+        return (folder.is_dir() and is_inside(folder, self.root)
+                and any(p.suffix == ".png" for p in folder.rglob("*.png")))
 
     # -- job -> stage parameters ------------------------------------------------------------
     def params(self, job: dict) -> dict[str, Any] | None:
@@ -170,16 +195,13 @@ class Service:
         if kind == "clean":
             return {"root": root, "input": job["input"]}
         if kind == "train":
-            model = self.store.db["models"].get(job["model"])
-            s = self._model_settings(job["model"])
-            return {"root": root, "model_dir": job["input"], "a": model["a"], "b": model["b"],
-                    "trainer": s.get("trainer", c.train.trainer),
-                    "iterations": int(s.get("iterations", c.train.iterations)),
-                    "batch_size": int(s.get("batch_size", c.train.batch_size)),
-                    "save_every": int(s.get("save_every", c.train.save_every)),
-                    "snapshot_every": int(s.get("snapshot_every", c.train.snapshot_every)),
-                    "keep_snapshots": c.train.keep_snapshots,
-                    "precision": s.get("precision", c.train.precision)}
+            settings = load_model(Path(job["input"]) / "model.toml", c.train)
+            t = settings.train
+            return {"root": root, "model_dir": job["input"], "a": settings.a, "b": settings.b,
+                    "trainer": t.trainer, "iterations": t.iterations,
+                    "batch_size": t.batch_size, "save_every": t.save_every,
+                    "snapshot_every": t.snapshot_every, "keep_snapshots": c.train.keep_snapshots,
+                    "precision": t.precision}
         if kind == "convert":
             model_dir = self.root / "models" / job["model"]
             if not (model_dir / "save").exists() and not (model_dir / "save.bak").exists():
@@ -191,6 +213,10 @@ class Service:
         return None
 
     def finished(self, job: dict, kind: str) -> None:
+        """After a job ended (the worker has recorded its outcome already: nothing here can
+        change it)."""
+        if job["status"] == "failed" and job.get("output"):
+            self.store.forget(Path(job["input"]))  # moved to failed/: back again is new work
         if kind == "clean" and job["status"] == "done":
             folder = Path(job["input"])
             if folder.exists():  # cleaning renamed files: remember the cleaned state
@@ -216,8 +242,9 @@ class Service:
             self.worker.paused_reason = reason
             self.worker.wake.set()
         running = self.store.jobs("status = 'running'")
-        status = reason or (f"{running[0]['kind']} {Path(running[0]['input']).name}"
-                            if running else "idle")
+        status = reason or self.worker.problem or (
+            f"{running[0]['kind']} {printable(Path(running[0]['input']).name)}" if running
+            else "idle")
         self.store.set_daemon(heartbeat=time.time(), state="paused" if low else "running",
                               message=status, url=self.web_url)
         notify(f"STATUS={status}")
@@ -225,16 +252,17 @@ class Service:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         init_root(self.root)
+        self._confined_before = confinement()
+        confine(self.root)  # this process (and the page in it) reads and writes only here
         self._lock_root()
         self.store = Store(self.config.db_path)
-        requeued = self.store.requeue_interrupted()
-        if requeued:
-            log.info("%d interrupted job(s) queued again", requeued)
-        housekeeping(self.root, self.store, min_age=0.0)  # nothing runs yet: all temps are stale
         self.worker = Worker(self.config, self.store, self.params, self.verbose)
         self.worker.on_finished = self.finished
+        self.worker.resume_interrupted()
+        housekeeping(self.root, self.store, min_age=0.0)  # nothing runs yet: all temps are stale
         self.watcher = Watcher(self.root, self.on_ready, self.config.settle_seconds,
-                               self.config.rescan_seconds, self.config.poll_seconds)
+                               self.config.rescan_seconds, self.config.poll_seconds,
+                               on_ignored=self.store.set_ignored)
         self.scheduler = Scheduler(self.config, self.store, self.window_changed)
         self.heartbeat()  # checks the disk before the worker may start anything
         self.worker.start()
@@ -270,7 +298,7 @@ class Service:
 
         from web_status.app import create_app
 
-        app = create_app(self.root)
+        app = create_app(self.root, allowed_hosts=[self.config.host, *self.config.allowed_hosts])
         self.web = create_server(app, host=self.config.host, port=self.config.port,
                                  threads=WEB_THREADS, ident="facedrop")
         port = self.web.effective_port
@@ -314,15 +342,14 @@ class Service:
         if self.store:
             self.store.set_daemon(state="stopped", message="stopped", heartbeat=time.time())
             self.store.close()
+        confine(self._confined_before)
 
 
 def setup_file_logging(config: Config, verbose: bool) -> None:
+    from .logs import add_file
+
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(config.state_dir / "facedrop.log",
-                                                   maxBytes=5_000_000, backupCount=3)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger().addHandler(handler)
+    add_file(config.state_dir / "facedrop.log", verbose)
 
 
 def run(config: Config, verbose: bool = False, serve_web: bool = True) -> int:

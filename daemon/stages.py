@@ -6,7 +6,6 @@ training honours at its next step by saving first.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from hotfolders.digest import sha256_file
+from hotfolders.errors import InputError
+from hotfolders.names import fit, printable
+from hotfolders.safefs import check_inside, ensure_dir, is_inside, load_json
 
 Report = Callable[[dict[str, Any]], None]
+PROGRESS_INTERVAL = 0.25  # seconds between progress reports a child sends
 
 
 def _source_sha(folder: Path) -> str | None:
     """The sha256 of the video a face folder was extracted from (its alignments file says)."""
     from hotfolders.alignments import ALIGNMENTS_NAME, load
-    from hotfolders.errors import InputError
 
     try:
         return load(folder / ALIGNMENTS_NAME).source.get("sha256")
@@ -59,11 +61,13 @@ def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     from hotfolders.review import review_report
     from hotfolders.sort import sort_faces
 
+    report({"message": "reading the input"})
     source = Path(p["input"])
     sha = sha256_file(source) if source.is_file() else None  # the content as it is now
-    final, done = review_folder(Path(p["root"]), p["person"], source.stem, sha)
+    final, done = review_folder(Path(p["root"]), p["person"], fit(source.stem), sha)
     if done:
         return {"output": str(final), "message": "already extracted"}
+    ensure_dir(final.parent)  # never through a link out of the root
     work = final.with_name(f".{final.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     summary = extract(source, work, every_n=p["every_n"], size=p["size"], min_size=p["min_size"],
@@ -71,7 +75,8 @@ def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
                       progress=lambda done, total: report({"done": done, "total": total,
                                                            "unit": "frames"}))
     report({"message": "sorting faces for review"})
-    sort_faces(work, by="face")
+    sort_faces(work, by="face", progress=lambda done, total: report(
+        {"message": f"sorting faces for review ({done}/{total})"}))
     review_report(work, name=final.name)
     os.replace(work, final)  # the folder appears in review/ only when complete
     return {"output": str(final), "message": summary.describe()}
@@ -82,19 +87,35 @@ def clean_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dic
     from hotfolders.alignments import ALIGNMENTS_NAME
     from hotfolders.clean import clean
 
-    folder = Path(p["input"])
+    report({"message": "matching faces to their alignments"})
+    folder = check_inside(Path(p["input"]))
     result = clean(folder, folder / ALIGNMENTS_NAME)
     return {"output": str(folder), "message": result.describe()}
+
+
+def approved_sets(root: Path, person: str) -> list[Path]:
+    """The approved face folders of ``person`` (links that lead out of the root skipped)."""
+    folder = check_inside(root / "approved" / person)
+    found = []
+    for d in sorted(folder.iterdir()):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        if not is_inside(d):
+            logging.getLogger(__name__).warning("%s leads outside the facedrop root; skipped",
+                                                printable(d))
+            continue
+        found.append(d)
+    return found
 
 
 def train_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
     """models/<name>/: train on every approved source of persons a and b."""
     from hotfolders.training import train
 
+    report({"message": "loading faces and building the model"})
     root = Path(p["root"])
-    dirs = {side: sorted(d for d in (root / "approved" / p[side]).iterdir()
-                         if d.is_dir() and not d.name.startswith("."))
-            for side in ("a", "b")}
+    check_inside(p["model_dir"])
+    dirs = {side: approved_sets(root, p[side]) for side in ("a", "b")}
     last = [0.0]
 
     def callback(event: dict[str, Any]) -> None:
@@ -122,17 +143,18 @@ def output_path(root: Path, model: str, source: Path, sha: str | None) -> Path:
     from hotfolders.provenance import manifest_path
 
     folder = root / "output" / model
+    base = fit(source.stem)
     n = 1
     while True:
-        stem = source.stem if n == 1 else f"{source.stem}-{n}"
+        stem = base if n == 1 else f"{base}-{n}"
         out = folder / f"{stem}_swapped.mp4"
         existing = [p for p in (out, out.with_suffix(".png")) if p.exists()]
         if not existing:
             return out
         try:
-            manifest = json.loads(manifest_path(existing[0]).read_text())
+            manifest = load_json(manifest_path(existing[0]))
             same = sha is not None and manifest["input"]["sha256"] == sha
-        except (OSError, ValueError, KeyError, TypeError):
+        except (InputError, OSError, KeyError, TypeError):
             same = False
         if same:
             return out
@@ -143,9 +165,11 @@ def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     """targets/<model>/<video> -> output/<model>/<stem>_swapped.mp4 (+ provenance)."""
     from hotfolders.convert import convert
 
+    report({"message": "loading the model"})
     source = Path(p["input"])
     sha = sha256_file(source) if source.is_file() else None
     out = output_path(Path(p["root"]), p["model"], source, sha)
+    ensure_dir(out.parent)
     result = convert(source, p["model_dir"], out, color=p["color"], mask=p["mask"],
                      sharpen=p["sharpen"], face_select=p["face_select"], label=p["label"],
                      sha256=sha,
@@ -159,12 +183,18 @@ STAGES = {"extract": extract_stage, "clean": clean_stage, "train": train_stage,
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this child if the daemon dies (even by kill -9)."""
+    """Ask Linux to kill this child if the daemon dies (even by kill -9), and to pick this
+    child before the daemon when memory runs out (the daemon then retries the job)."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("500")
+    except OSError:
         pass
 
 
@@ -176,9 +206,16 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
     from hotfolders import quiet
     from hotfolders.errors import InputError
 
+    from hotfolders.safefs import confine
+
+    from .faults import transient_reason
+    from .logs import SafeFormatter
+
     quiet.silence(verbose)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format=f"%(levelname)s {kind}: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter(f"%(levelname)s {kind}: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    confine(params["root"])  # whatever the input says, nothing outside the root is touched
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -194,11 +231,25 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
             pass
         stop.set()
 
+    last = [0.0]
+
+    def progress(info: dict[str, Any]) -> None:
+        """At most a few reports a second reach the daemon (events such as saves always)."""
+        now = time.monotonic()
+        if info.get("event") or now - last[0] >= PROGRESS_INTERVAL:
+            last[0] = now
+            send(("progress", info))
+
     threading.Thread(target=listen, name="stop-listener", daemon=True).start()
+    progress({"message": f"starting {kind}"})
     try:
-        result = STAGES[kind](params, lambda info: send(("progress", info)), stop)
+        result = STAGES[kind](params, progress, stop)
         send(("done", result))
-    except InputError as exc:
-        send(("failed", str(exc), "bad input"))
     except Exception as exc:  # reported, not raised: the daemon records and carries on
-        send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        reason = transient_reason(exc)
+        if reason is not None:  # the machine's fault, not the input's: retried later
+            send(("transient", reason, traceback.format_exc()))
+        elif isinstance(exc, InputError):
+            send(("failed", str(exc), "bad input"))
+        else:
+            send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))

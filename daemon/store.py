@@ -16,6 +16,14 @@ Schema (version 1):
 ``daemon``    key, value — heartbeat (unix seconds), state (running|paused|stopped), message
               (one line: what it does now, or why new work is paused), url (status page)
 ``migrations`` version, applied_at
+
+Version 2 adds ``jobs.retry_at`` (a job waiting out a transient fault — disk full, an I/O
+error, a killed child — is not started before then), ``jobs.retries`` (transient faults in a
+row: the back-off doubles with each), ``jobs.interruptions`` (how often a
+running job was cut off by a crash, a kill or a signal: at the limit it fails instead of
+running again) and the ``ignored`` table: path, reason, at — what the watcher saw in a hot
+folder and will not touch (links out of the root, FIFOs, files that are not media), for the
+page.
 """
 from __future__ import annotations
 
@@ -30,6 +38,10 @@ import sqlite_utils
 
 PRIORITY = {"extract": 10, "clean": 10, "convert": 20, "train": 30}
 ACTIVE = ("queued", "running", "paused")
+
+# how long a write waits for another writer (a reader never blocks one: WAL) before the
+# caller sees 'database is locked' and retries on its own schedule
+BUSY_SECONDS = 30.0
 
 MIGRATIONS: list[list[str]] = [
     [  # 1
@@ -53,6 +65,12 @@ MIGRATIONS: list[list[str]] = [
             loss_b REAL, PRIMARY KEY (model, iteration))""",
         "CREATE TABLE daemon (key TEXT PRIMARY KEY, value TEXT)",
     ],
+    [  # 2
+        "ALTER TABLE jobs ADD COLUMN retry_at REAL",
+        "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE ignored (path TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL)",
+    ],
 ]
 
 
@@ -62,7 +80,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30,
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=BUSY_SECONDS,
                                isolation_level=None)
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -131,19 +149,29 @@ class Store:
             self.db["events"].insert({"job_id": job_id, "at": time.time(), "status": status,
                                       "message": message})
 
-    def next_job(self, skip: set[int]) -> Iterator[dict[str, Any]]:
-        """Queued or paused jobs in the order they should run."""
-        for job in self.jobs("status IN ('queued', 'paused')"):
+    def next_job(self, skip: set[int], now: float | None = None) -> Iterator[dict[str, Any]]:
+        """Queued or paused jobs in the order they should run (not those waiting for a retry)."""
+        now = time.time() if now is None else now
+        for job in self.jobs("status IN ('queued', 'paused') AND "
+                             "(retry_at IS NULL OR retry_at <= ?)", (now,)):
             if job["id"] not in skip:
                 yield job
 
-    def requeue_interrupted(self) -> int:
-        """At start-up: jobs left 'running' by a crash or kill go back to the queue."""
+    def next_retry(self) -> float | None:
+        """When the earliest job waiting out a transient fault may run again."""
+        row = self.db.execute("SELECT MIN(retry_at) FROM jobs WHERE status IN ('queued', "
+                              "'paused') AND retry_at IS NOT NULL").fetchone()
+        return row[0] if row else None
+
+    def interrupted(self) -> list[dict[str, Any]]:
+        """At start-up: jobs left 'running' by a crash or kill, each with its interruption
+        counted (the caller requeues them, or fails those interrupted too often)."""
         with self.lock:
             rows = self.jobs("status = 'running'")
             for job in rows:
-                self.transition(job["id"], "queued", "interrupted; will run again")
-            return len(rows)
+                job["interruptions"] = int(job.get("interruptions") or 0) + 1
+                self.update(job["id"], interruptions=job["interruptions"])
+            return rows
 
     # -- files (duplicates) -----------------------------------------------------------------
     def seen(self, path: Path) -> dict[str, Any] | None:
@@ -160,6 +188,21 @@ class Store:
         with self.lock:
             self.db["files"].upsert({"path": str(path), "sha256": sha, "size": size,
                                      "mtime": mtime, "job_id": job_id}, pk="path")
+
+    def forget(self, path: Path) -> None:
+        """The input left its place (moved to failed/): if it comes back, it is new work."""
+        with self.lock:
+            self.db.execute("DELETE FROM files WHERE path = ?", [str(path)])
+
+    # -- what the watcher will not touch ----------------------------------------------------
+    def set_ignored(self, items: dict[str, str]) -> None:
+        """Replace the list of ignored hot-folder entries (path -> reason)."""
+        now = time.time()
+        with self.lock, self.db.conn:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM ignored")
+            self.db.conn.executemany("INSERT INTO ignored (path, reason, at) VALUES (?, ?, ?)",
+                                     [(p, r, now) for p, r in sorted(items.items())])
 
     # -- models -----------------------------------------------------------------------------
     def upsert_model(self, name: str, **fields: Any) -> None:
@@ -197,7 +240,7 @@ def snapshot(path: Path, recent_failures: int = 10) -> dict[str, Any]:
     conn = read_only(path)
     if conn is None:
         return {"daemon": None, "running": [], "queue": [], "models": [], "failures": [],
-                "counts": {}}
+                "counts": {}, "ignored": []}
     try:
         q = lambda sql, *p: [dict(r) for r in conn.execute(sql, p)]
         daemon = {r["key"]: r["value"] for r in q("SELECT key, value FROM daemon")}
@@ -211,6 +254,15 @@ def snapshot(path: Path, recent_failures: int = 10) -> dict[str, Any]:
             "models": q("SELECT * FROM models ORDER BY name"),
             "failures": q("SELECT * FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC "
                           "LIMIT ?", recent_failures),
+            "ignored": _rows_if_table(q, "SELECT path, reason, at FROM ignored ORDER BY path"),
         }
     finally:
         conn.close()
+
+
+def _rows_if_table(q, sql: str) -> list[dict[str, Any]]:
+    """Rows of a table a database written by an older facedrop may not have yet."""
+    try:
+        return q(sql)
+    except sqlite3.OperationalError:
+        return []

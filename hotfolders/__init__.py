@@ -6,6 +6,12 @@ never imports the daemon or the status page.
 """
 from __future__ import annotations
 
+import os
+
+# OpenCV's own ceiling on decoded pixels (read once, when cv2 loads): a backstop behind the
+# header check in :mod:`.safefs`, for formats whose size that check cannot read
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "50000000")
+
 
 def version() -> str:
     """The installed facedrop version (recorded in alignments and provenance manifests)."""

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from . import alignments as al
-from . import atomic
+from . import atomic, safefs
 from .align import transform_points
 from .errors import InputError
 from .faceimage import face_name, read_meta_bytes, replace_meta
+from .names import plain_png_name, printable
 from .sort import TEMP_PREFIX, FaceFile, clear_record, read_folder
 
 log = logging.getLogger(__name__)
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # a face matches an alignments entry when its landmarks agree within this share of the crop
 MATCH_TOLERANCE = 0.005
 
@@ -129,6 +129,21 @@ def _plan(faces: list[FaceFile], data: al.Alignments, alignments_path: Path):
     return (pruned if removed else None), removed, plan
 
 
+def _stored_name(face: FaceFile) -> str | None:
+    """The ``original_name`` a face's metadata holds, if it is a plain ``*.png`` base name.
+
+    The metadata is whatever the file says: a name like ``../../.facedrop/state.db`` would
+    rename the face over another file, so it is refused (and logged) and the caller derives
+    the extraction name instead.
+    """
+    stored = face.meta.get("original_name")
+    name = plain_png_name(stored)
+    if stored is not None and name is None:
+        log.warning("%s: ignored the name %s stored in its metadata (not a plain .png name); "
+                    "it gets its extraction name", printable(face.path), printable(repr(stored)))
+    return name
+
+
 def clean(folder: str | Path, alignments_path: str | Path) -> CleanResult:
     """Prune ``alignments_path`` to the faces still in ``folder`` and restore their names.
 
@@ -154,11 +169,11 @@ def clean(folder: str | Path, alignments_path: str | Path) -> CleanResult:
     for face, frame, index in plan:
         meta = face.meta
         if index == int(meta["face"]):
-            target = meta.get("original_name") or face_name(Path(meta["source"]).stem, frame, index)
+            target = _stored_name(face) or face_name(Path(str(meta["source"])).stem, frame, index)
         else:  # a face before it in the frame was deleted: it moves up one index
             target = face_name(Path(str(meta["source"])).stem, frame, index)
             new_meta = {**meta, "face": index, "original_name": target}
-            raw = face.path.read_bytes()
+            raw = safefs.read_bytes(face.path, safefs.IMAGE_LIMIT)
             rewrites.append((face.path, replace_meta(raw, new_meta)))
             read_meta_bytes(rewrites[-1][1], face.path)  # the new chunk must read back
         if face.path.name != target:

@@ -527,7 +527,8 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
             if result.frames_swapped == 0:
                 raise InputError(video, f"no face found in any of its {result.frames} frames; "
                                         f"nothing to swap")
-        # the file is complete: hash it, write the manifest, then move both into place
+        # the file is complete: hash it, write the manifest, then move both into place,
+        # the manifest first: a kill between the renames leaves no output without its manifest
         result.seconds = time.perf_counter() - started
         write_manifest(
             manifest_tmp, output, input_path=video, input_sha256=input_sha,
@@ -540,11 +541,11 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
                    "faces_swapped": result.faces_swapped, "fps": float(info.fps),
                    "width": info.width, "height": info.height, "audio": info.has_audio,
                    "seconds": round(result.seconds, 2)})
-        os.replace(tmp, output)
         os.replace(manifest_tmp, manifest)
+        os.replace(tmp, output)
         ok = True
     except OSError as exc:
-        raise _write_error(output, exc) from None
+        raise _write_error(output, exc) from exc
     finally:
         faces_of.close()
         if not ok:
@@ -608,7 +609,7 @@ def _convert_images(jobs: list[tuple[Path, Path]], output: Path, model_dir, sett
                 os.replace(tmp, target)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
-                raise _write_error(target, exc) from None
+                raise _write_error(target, exc) from exc
             result.frames += 1
             result.frames_swapped += bool(faces)
             result.faces_swapped = swapper.faces_swapped

@@ -7,6 +7,7 @@ breaks nothing. Reading the metadata never decodes the pixels.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import zlib
 from pathlib import Path
@@ -15,17 +16,28 @@ from typing import Any
 import numpy as np
 from isal import isal_zlib
 
-from . import atomic
+from . import atomic, safefs
 from .errors import InputError
+from .names import fit, printable
+
+log = logging.getLogger(__name__)
 
 META_KEY = "facedrop"
 FACE_META_VERSION = 1
+META_LIMIT = 1 << 20  # decompressed metadata (a face's is about 3 KB): no zlib bomb gets past
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def face_name(source_stem: str, frame: int, face: int) -> str:
-    """The extraction name of a face, the one ``clean`` restores after sorting."""
-    return f"{source_stem}_{frame:06d}_{face}.png"
+    """The extraction name of a face, the one ``clean`` restores after sorting (a long source
+    name is cut to a byte budget; the metadata keeps it whole)."""
+    stem = fit(str(source_stem).lstrip(".")) or "face"  # never a hidden name
+    return f"{stem}_{int(frame):06d}_{int(face)}.png"
+
+
+def extraction_name(meta: dict[str, Any]) -> str:
+    """The name extraction gave the face that ``meta`` describes (derived, never read)."""
+    return face_name(Path(str(meta.get("source", ""))).stem, meta["frame"], meta["face"])
 
 
 def face_key(meta: dict[str, Any]) -> tuple[str, int, int]:
@@ -117,9 +129,11 @@ def read_meta_bytes(data: bytes, path: Path | None = None) -> dict[str, Any]:
                 _lang, _, rest = rest[2:].partition(b"\x00")
                 _translated, _, text = rest.partition(b"\x00")
                 try:
-                    raw = zlib.decompress(text) if compressed else text
+                    raw = _inflate(text, path) if compressed else text
+                    if len(raw) > META_LIMIT:
+                        raise InputError(path, "facedrop metadata in the PNG is too large")
                     meta = json.loads(raw.decode("utf-8"))
-                except (zlib.error, UnicodeDecodeError, json.JSONDecodeError):
+                except (zlib.error, UnicodeDecodeError, ValueError, RecursionError):
                     raise InputError(path, "facedrop metadata in the PNG is corrupt") from None
                 if not isinstance(meta, dict) or "source_sha256" not in meta:
                     raise InputError(path, "facedrop metadata in the PNG is incomplete")
@@ -130,17 +144,22 @@ def read_meta_bytes(data: bytes, path: Path | None = None) -> dict[str, Any]:
     raise InputError(path, "PNG has no facedrop metadata (not extracted by facedrop?)")
 
 
+def _inflate(data: bytes, path: Path | None) -> bytes:
+    """zlib data decompressed to at most :data:`META_LIMIT` bytes (more is refused unread)."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(data, META_LIMIT + 1)
+    if len(raw) > META_LIMIT or inflater.unconsumed_tail:
+        raise InputError(path, "facedrop metadata in the PNG is too large")
+    return raw
+
+
 def read_face_meta(path: str | Path) -> dict[str, Any]:
     """Only the metadata (reads the file's head, never decodes pixels)."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(1 << 16)
-            meta_end = head.find(b"IDAT")
-            if meta_end < 0:  # metadata larger than the first read: take the whole file
-                head += fh.read()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
+    with safefs.open_regular(path) as fh:
+        head = fh.read(1 << 16)
+        if head.find(b"IDAT") < 0:  # metadata larger than the first read: read on, capped
+            head += fh.read(2 * META_LIMIT)
     return read_meta_bytes(head, path)
 
 
@@ -149,11 +168,9 @@ def read_face(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     import cv2
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
+    data = safefs.read_bytes(path, safefs.IMAGE_LIMIT)
     meta = read_meta_bytes(data, path)
+    safefs.check_image_header(path, data)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(path, "PNG pixels are unreadable (truncated?)")
@@ -161,9 +178,17 @@ def read_face(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def list_faces(folder: str | Path) -> list[Path]:
-    """PNG files of a folder, sorted by name, skipping hidden and temporary files."""
+    """PNG files of a folder, sorted by name, skipping hidden and temporary files (and, in a
+    confined process, links that lead out of the root: they are logged, never read)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() != ".png" or p.name.startswith("."):
+            continue
+        if p.is_symlink() and not safefs.is_inside(p):
+            log.warning("%s leads outside the facedrop root; skipped", printable(p))
+            continue
+        found.append(p)
+    return found

@@ -83,7 +83,9 @@ def read_state(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def clean_temporary(model_dir: Path) -> None:
-    """Remove what a killed save left behind (``.save-*.tmp``, ``.best.tmp`` ...)."""
+    """Remove what a killed save left behind (``.save-*.tmp``, ``.best.tmp`` ...), after
+    putting back a ``best/`` or snapshot that a kill left parked."""
+    _recover_copies(Path(model_dir))
     for path in Path(model_dir).glob(".*.tmp"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -195,10 +197,14 @@ def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str,
     tmp = model_dir / f".save-{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    nets.save_weights(tmp)
-    save_optimizer(optimizer, tmp / "optimizer.npz")
-    write_json(tmp / "state.json", state)
-    _fsync_tree(tmp)
+    try:
+        nets.save_weights(tmp)
+        save_optimizer(optimizer, tmp / "optimizer.npz")
+        write_json(tmp / "state.json", state)
+        _fsync_tree(tmp)
+    except BaseException:  # a full disk: give the space back, the last save stands
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     save, backup = model_dir / SAVE, model_dir / BACKUP
     if save.exists():
         old = model_dir / f".{BACKUP}-old.tmp"
@@ -227,15 +233,37 @@ def copy_save(model_dir: Path, dest: Path) -> None:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    old = dest.with_name(f".{dest.name}-old.tmp")
+    old = _previous(dest)
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(Path(model_dir) / SAVE, tmp, copy_function=_link_or_copy)
-    _fsync_tree(tmp)
+    try:
+        shutil.copytree(Path(model_dir) / SAVE, tmp, copy_function=_link_or_copy)
+        _fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dest.exists():
         os.replace(dest, old)
-    os.replace(tmp, dest)
+    os.replace(tmp, dest)  # a kill just before this leaves only the old copy: see _previous
     shutil.rmtree(old, ignore_errors=True)
     fsync_dir(dest.parent)
+
+
+def _previous(dest: Path) -> Path:
+    """Where :func:`copy_save` parks the copy it replaces, until the new one is in place."""
+    return dest.with_name(f".{dest.name}-old.tmp")
+
+
+def _recover_copies(model_dir: Path) -> None:
+    """A kill between the two renames of :func:`copy_save` left ``best/`` or a snapshot only
+    under its parked name: it is complete (it was the current copy), so it goes back."""
+    parked = list(model_dir.glob(f".{BEST}-old.tmp"))
+    if (model_dir / "snapshots").is_dir():
+        parked += list((model_dir / "snapshots").glob(".*-old.tmp"))
+    for path in parked:
+        dest = path.with_name(path.name[1:-len("-old.tmp")])
+        if path.is_dir() and not dest.exists():
+            os.replace(path, dest)
+            log.info("restored %s after an interrupted copy", dest)
 
 
 def candidate_saves(model_dir: Path) -> list[Path]:

@@ -123,6 +123,14 @@ def filter_native_stderr() -> None:
                       closefd=False)
     out = os.fdopen(os.dup(original), "wb", buffering=0)
 
+    def write(data: bytes) -> None:
+        # the terminal or journal may have gone (a closed stderr): keep draining the pipe
+        # regardless, or every later write to fd 2 would block once it fills
+        try:
+            out.write(data)
+        except (OSError, ValueError):
+            pass
+
     def pump() -> None:
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             pending = b""
@@ -131,9 +139,12 @@ def filter_native_stderr() -> None:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line and not _is_noise(line):
-                        out.write(line + b"\n")
+                        write(line + b"\n")
+                if len(pending) > 1 << 20:  # a torrent without newlines: pass it on
+                    write(pending)
+                    pending = b""
             if pending and not _is_noise(pending):
-                out.write(pending)
+                write(pending)
 
     threading.Thread(target=pump, name="stderr-filter", daemon=True).start()
     _filtering = True

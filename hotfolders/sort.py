@@ -18,7 +18,6 @@ Methods (least wanted first, as a person cleaning the folder wants them):
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -31,10 +30,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import atomic
+from . import atomic, safefs
 from . import embedding as emb
 from .errors import InputError
-from .faceimage import face_key, read_face, read_face_meta
+from .faceimage import extraction_name, face_key, read_face, read_face_meta
+from .names import plain_png_name, printable
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,14 @@ def _scores(faces: list[FaceFile], method: str,
 
 
 def _load_record(folder: Path) -> dict[str, Any] | None:
+    """The sort record of ``folder``, or None. Its names are whatever the file says, so each
+    is kept only if it is a plain ``*.png`` base name; a refused one becomes None (logged),
+    and the face it belongs to gets its extraction name instead."""
     path = folder / RECORD_NAME
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = safefs.load_json(path, safefs.JSON_LIMIT)
         if record.get("version") != RECORD_VERSION or not isinstance(record.get("files"), list):
             raise ValueError("unknown layout")
         for entry in record["files"]:
@@ -193,8 +196,13 @@ def _load_record(folder: Path) -> dict[str, Any] | None:
                     and isinstance(entry.get("old"), str) and isinstance(entry.get("name"), str)):
                 raise ValueError("an entry lacks its key or names")
             entry["key"] = [str(entry["key"][0]), int(entry["key"][1]), int(entry["key"][2])]
+            for field_ in ("old", "name"):
+                if plain_png_name(entry[field_]) is None:
+                    log.warning("%s: ignored the name %s (not a plain .png name)",
+                                printable(path), printable(repr(entry[field_])))
+                    entry[field_] = None
         return record
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, InputError) as exc:
         raise InputError(path, f"sort record is unreadable ({exc}); delete it to start "
                                "over") from None
 
@@ -210,10 +218,12 @@ def _recover(folder: Path) -> None:
     record = _load_record(folder) or {"files": []}
     by_key = {tuple(e["key"]): e for e in record["files"]}
     for tmp in temps:
-        entry = by_key.get(face_key(read_face_meta(tmp)))
+        meta = read_face_meta(tmp)
+        entry = by_key.get(face_key(meta))
         name = None
         if entry is not None:
-            name = entry["old"] if tmp.name.startswith(TEMP_PREFIX + "undo-") else entry["name"]
+            name = (entry["old"] if tmp.name.startswith(TEMP_PREFIX + "undo-")
+                    else entry["name"]) or extraction_name(meta)
         if not name or (folder / name).exists():
             raise InputError(tmp, "left over from an interrupted sort and not in the sort "
                                   "record; rename it to a .png name by hand")
@@ -263,7 +273,8 @@ def sort_faces(folder: str | Path, by: str = "face", keep_dir: str | Path | None
     previous = {}
     if keep_dir is None:
         for entry in (_load_record(folder) or {}).get("files", []):
-            previous[tuple(entry["key"])] = entry["old"]
+            if entry["old"] is not None:
+                previous[tuple(entry["key"])] = entry["old"]
     width = max(4, len(str(len(faces))))
     result = SortResult(folder=folder, method=by, target=target, copied=keep_dir is not None)
     entries = []
@@ -316,7 +327,7 @@ def undo_sort(folder: str | Path) -> int:
             continue
         entry = next((e for e in candidates if e["name"] == face.path.name), candidates[0])
         candidates.remove(entry)
-        old = entry["old"]
+        old = entry["old"] or extraction_name(face.meta)
         if old in taken:
             continue
         taken.add(old)

@@ -291,7 +291,9 @@ def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
         return None
     if report.missing_regions:
         text = report.describe()
-        log.warning("B's faces do not cover all of A's poses; expect weak swaps there:\n%s", text)
+        log.warning("B's faces do not cover all of A's poses; expect weak swaps there:")
+        for line in text.splitlines():  # one record a line: a log line never holds a newline
+            log.warning("  %s", line)
         return text
     return None
 

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from . import safefs
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,26 @@ class Frame:
 
 
 def _open(path: Path):
+    """A demuxer on the regular file at ``path`` (checked on the descriptor: a FIFO or a link
+    out of a confined root is refused before FFmpeg sees it), its picture size checked."""
     import av
 
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(path, f"not a readable video ({_reason(exc)})") from None
+    with safefs.open_regular(path) as fh:
+        if fh.seek(0, 2) == 0:
+            raise InputError(path, "file is empty (0 bytes)")
+        try:  # FFmpeg opens the very file checked, by its descriptor's name
+            container = av.open(safefs.media_path(fh), metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(path, f"not a readable video ({_reason(exc)})") from None
     if not container.streams.video:
         container.close()
         raise InputError(path, "has no video stream")
+    context = container.streams.video[0].codec_context
+    try:
+        safefs.check_pixels(path, context.width, context.height)
+    except InputError:
+        container.close()
+        raise
     return container
 
 
@@ -151,12 +159,11 @@ def read_image(path: Path) -> np.ndarray:
     """A still image as RGB uint8; EXIF orientation honoured."""
     import cv2
 
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.stat().st_size == 0:
+    data = safefs.read_bytes(path, safefs.IMAGE_LIMIT)
+    if not data:
         raise InputError(path, "file is empty (0 bytes)")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    safefs.check_image_header(path, data)  # before the decoder allocates the pixels
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(path, "not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -277,7 +284,7 @@ class VideoWriter:
         self._audio_in = None
         self._audio_out = None
         if audio_from is not None:
-            self._source = av.open(str(audio_from))
+            self._source = _open(Path(audio_from))
             if self._source.streams.audio:
                 self._audio_in = self._source.streams.audio[0]
                 self._audio_out = self.container.add_stream_from_template(self._audio_in)

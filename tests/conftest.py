@@ -16,6 +16,16 @@ from hotfolders import quiet  # noqa: E402
 quiet.silence(False)
 
 
+@pytest.fixture(autouse=True)
+def _unconfined():
+    """A daemon started in-process confines the process to its root; the next test starts
+    free again (as a new process would)."""
+    from hotfolders import safefs
+
+    yield
+    safefs.confine(None)
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("media")
@@ -53,3 +63,22 @@ def grace_faces(media_dir, grace_video):
     out = media_dir / "faces-grace"
     extract(grace_video[0], out, every_n=1, size=128)
     return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, astronaut_faces, grace_faces) -> Path:
+    """A real ``lightweight`` model: A = astronaut, B = Grace Hopper, 40 iterations (enough
+    for each decoder to know its own person from the other)."""
+    from hotfolders.training import train
+
+    path = tmp_path_factory.mktemp("convert-model") / "astronaut2grace"
+    train([astronaut_faces], [grace_faces], path, trainer="lightweight", batch_size=4,
+          iterations=40, save_every=40, seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def swap_model(model_dir):
+    from hotfolders.model import load_swap_model
+
+    return load_swap_model(model_dir)

@@ -23,25 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory, astronaut_faces, grace_faces) -> Path:
-    """A real ``lightweight`` model: A = astronaut, B = Grace Hopper, 40 iterations (enough
-    for each decoder to know its own person from the other)."""
-    from hotfolders.training import train
-
-    path = tmp_path_factory.mktemp("convert-model") / "astronaut2grace"
-    train([astronaut_faces], [grace_faces], path, trainer="lightweight", batch_size=4,
-          iterations=40, save_every=40, seed=1)
-    return path
-
-
-@pytest.fixture(scope="session")
-def swap_model(model_dir):
-    from hotfolders.model import load_swap_model
-
-    return load_swap_model(model_dir)
-
-
-@pytest.fixture(scope="session")
 def converted(model_dir, swap_model, astronaut_video, astronaut_faces, tmp_path_factory):
     """The 2 s astronaut video converted with its extraction's alignments, no label."""
     from hotfolders import alignments as al

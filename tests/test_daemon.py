@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemonproc import Daemon
 
 pytestmark = pytest.mark.slow
 
@@ -36,51 +37,6 @@ label = true
 """
 
 
-class Daemon:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc: subprocess.Popen | None = None
-        self.log = root.parent / "daemon.log"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--root", str(self.root), "--port", "0"],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the daemon and its stage child
-        self.proc.wait(10)
-
-    def term(self) -> float:
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        return time.monotonic() - started
-
-    def jobs(self) -> list[dict]:
-        db = self.root / ".facedrop" / "state.db"
-        if not db.exists():
-            return []
-        conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
-
-    def wait_for(self, what: str, check, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"daemon exited while waiting for {what}:\n{self.log.read_text()[-3000:]}")
-            if check():
-                return
-            time.sleep(0.25)
-        pytest.fail(f"timed out waiting for {what}; jobs: {self.jobs()}\n{self.log.read_text()[-3000:]}")
-
-
 def _slow_copy(src: Path, dst: Path, chunks: int = 6, pause: float = 0.3, watch=None) -> None:
     data = src.read_bytes()
     step = len(data) // chunks + 1
@@ -98,7 +54,7 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
                    capture_output=True)
     (root / "facedrop.toml").write_text(CONFIG)
-    daemon = Daemon(root)
+    daemon = Daemon(root, web=True)
     daemon.start()
     try:
         # 1. a corrupt video, then a slowly copied good one, then a duplicate of it
@@ -208,7 +164,7 @@ def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path, ast
     shutil.copy(astronaut_video[0], root / "inbox" / "alice" / "alice.mp4")
     partial = root / "review" / "alice" / ".alice.partial"
     final = root / "review" / "alice" / "alice"
-    daemon = Daemon(root)
+    daemon = Daemon(root, web=True)
     daemon.start()
     try:
         daemon.wait_for("extraction to be under way", lambda: any(
@@ -332,17 +288,17 @@ def test_duplicates_are_skipped_but_a_failed_input_may_be_retried(tmp_path):
     inbox.mkdir(parents=True)
     for name in ("a.mp4", "a-copy.mp4"):
         (inbox / name).write_bytes(b"same bytes")
-        service._inbox(Candidate("inbox", inbox / name, "alice"))
-    service._inbox(Candidate("inbox", inbox / "a.mp4", "alice"))  # a repeated event
+        service.on_ready(Candidate("inbox", inbox / name, "alice"))
+    service.on_ready(Candidate("inbox", inbox / "a.mp4", "alice"))  # a repeated event
     (job,) = service.store.jobs()
     assert Path(job["input"]).name == "a.mp4"
     service.store.transition(job["id"], "failed", "the disk was full")
     (inbox / "a.mp4").unlink()
     (inbox / "again.mp4").write_bytes(b"same bytes")
-    service._inbox(Candidate("inbox", inbox / "again.mp4", "alice"))
+    service.on_ready(Candidate("inbox", inbox / "again.mp4", "alice"))
     assert [Path(j["input"]).name for j in service.store.jobs()] == ["a.mp4", "again.mp4"]
     (inbox / "third.mp4").write_bytes(b"same bytes")  # the retry is queued: a duplicate again
-    service._inbox(Candidate("inbox", inbox / "third.mp4", "alice"))
+    service.on_ready(Candidate("inbox", inbox / "third.mp4", "alice"))
     assert len(service.store.jobs()) == 2
     service.store.close()
 
@@ -355,7 +311,7 @@ def test_disk_almost_full_pauses_new_work_with_a_clear_status(tmp_path):
                                                       "min_free_gb = 1000000000.0"))
     (root / "inbox" / "alice").mkdir()
     (root / "inbox" / "alice" / "clip.mp4").write_bytes(b"not started while the disk is full")
-    daemon = Daemon(root)
+    daemon = Daemon(root, web=True)
     daemon.start()
     try:
         daemon.wait_for("the file to be queued", lambda: len(daemon.jobs()) == 1, timeout=60)

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from flask import Flask, Response, abort, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
+
+from hotfolders import safefs
+from hotfolders.errors import InputError
 
 from . import charts
 from .status import StatusReader, metrics_text
@@ -40,12 +44,33 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 THUMB_SIZES = (64, 96, 128, 192, 256)
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_allowed(header: str, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` header names this page (port ignored, any case).
+
+    DNS rebinding: a web page the operator visits can point its own host name at 127.0.0.1
+    and read the answers, unless the server refuses Host values that are not its own.
+    """
+    host = header.strip().lower()
+    if host.startswith("["):  # [::1]:8765
+        host = host[1:host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return bool(host) and host.rstrip(".") in allowed
+
+
 def create_app(root: Path, db_path: Path | None = None, *, status_ttl: float = 1.0,
-               poll_seconds: float = 2.0) -> Flask:
+               poll_seconds: float = 2.0, allowed_hosts: list[str] | tuple[str, ...] = ()) -> Flask:
     """Build the app for hot-folder ``root`` (state in ``root/.facedrop/state.db`` unless
     ``db_path`` is given). ``status_ttl`` bounds how often the status is rebuilt however many
-    clients poll; ``poll_seconds`` is how often the page asks for an update."""
+    clients poll; ``poll_seconds`` is how often the page asks for an update. The page
+    answers only requests whose ``Host`` is localhost, 127.0.0.1, [::1] or one of
+    ``allowed_hosts`` (the configured host and the ``allowed_hosts`` setting); others get 421."""
     root = Path(root).expanduser().resolve()
+    hosts = frozenset(h.strip().lower().strip("[]").rstrip(".")
+                      for h in (*LOCAL_HOSTS, *allowed_hosts) if h and h.strip())
     db = Path(db_path) if db_path is not None else root / ".facedrop" / "state.db"
     app = Flask(__name__)
     app.config.update(DEBUG=False, TESTING=False, PROPAGATE_EXCEPTIONS=False,
@@ -68,6 +93,10 @@ def create_app(root: Path, db_path: Path | None = None, *, status_ttl: float = 1
 
     @app.before_request
     def read_only() -> Response | None:
+        if not host_allowed(request.headers.get("Host", ""), hosts):
+            return Response("421 Misdirected Request: this page answers only to its own host "
+                            "name (see allowed_hosts in facedrop.toml)\n", 421,
+                            mimetype="text/plain")
         # before routing errors are raised, so unknown paths answer 405 too
         if request.method not in ALLOWED_METHODS:
             resp = Response("405 Method Not Allowed: this page is read-only\n", 405,
@@ -137,8 +166,16 @@ def create_app(root: Path, db_path: Path | None = None, *, status_ttl: float = 1
         target = resolve_file(root, rel)
         if target is None:
             abort(404)
-        resp = send_file(target.path, mimetype=target.mimetype, conditional=True,
-                         download_name=target.path.name, as_attachment=target.attachment)
+        try:  # the file checked is the file sent: a FIFO swapped in meanwhile is refused
+            fh = safefs.open_regular(target.path)
+        except (InputError, OSError):
+            abort(404)
+        with fh:
+            st = os.fstat(fh.fileno())
+            resp = send_file(safefs.media_path(fh), mimetype=target.mimetype, conditional=True,
+                             download_name=target.path.name, as_attachment=target.attachment,
+                             etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
+                             last_modified=st.st_mtime)
         resp.headers["Cache-Control"] = "no-cache"
         return resp
 

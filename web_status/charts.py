@@ -10,8 +10,8 @@ flatten the part people look at).
 from __future__ import annotations
 
 import csv
-import itertools
 import math
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -61,64 +61,85 @@ def _columns(header: list[str]) -> tuple[int, dict[str, int]]:
     return it, sides
 
 
+class LossParser:
+    """``loss.csv`` parsed as it grows: :meth:`feed` takes complete lines, in order."""
+
+    def __init__(self) -> None:
+        self.log = LossLog()
+        self._columns: tuple[int, dict[str, int]] | None = None
+
+    def feed(self, text: str) -> "LossParser":
+        for row in csv.reader(text.splitlines()):
+            if not row:
+                continue
+            if self._columns is None:  # the first row: a header, or already data
+                try:
+                    [float(x) for x in row if x.strip()]
+                    self._columns = (0, {"a": 1, "b": 2})
+                except ValueError:
+                    self._columns = _columns(row)
+                    continue
+            it_col, side_cols = self._columns
+            try:
+                iteration = int(float(row[it_col]))
+                values = {side: float(row[col]) if col < len(row) and row[col].strip()
+                          else math.nan for side, col in side_cols.items()}
+            except (ValueError, IndexError, OverflowError):
+                continue
+            self.log.iterations.append(iteration)
+            for side in ("a", "b"):
+                self.log.sides[side].append(values.get(side, math.nan))
+        return self
+
+
 def parse_loss_csv(text: str) -> LossLog:
     """Parse ``loss.csv`` text; a header row is optional, malformed rows are skipped."""
-    log = LossLog()
-    rows = csv.reader(text.splitlines())
-    first = next(rows, None)
-    if first is None:
-        return log
-    pending: list[list[str]] = []
-    try:
-        [float(x) for x in first if x.strip()]
-        it_col, side_cols = 0, {"a": 1, "b": 2}
-        pending.append(first)
-    except ValueError:
-        it_col, side_cols = _columns(first)
-    for row in itertools.chain(pending, rows):
-        try:
-            iteration = int(float(row[it_col]))
-            values = {side: float(row[col]) if col < len(row) and row[col].strip() else math.nan
-                      for side, col in side_cols.items()}
-        except (ValueError, IndexError):
-            continue
-        log.iterations.append(iteration)
-        for side in ("a", "b"):
-            log.sides[side].append(values.get(side, math.nan))
-    return log
+    return LossParser().feed(text).log
+
+
+LOSS_LIMIT = 256 << 20   # a loss.csv larger than this (some 6 million rows) is not charted
+READ_STEP = 8 << 20      # bytes read per request: a huge file costs a few requests, not one
 
 
 class LossCache:
-    """Parsed ``loss.csv`` files keyed by path, re-read only when size or mtime change.
+    """Parsed ``loss.csv`` files keyed by path, read incrementally as training appends.
 
-    Training appends a row per iteration; the page and the API ask for the latest loss on
-    every poll, so re-parsing a 100 000-row file each time would dominate the latency.
+    Training appends a row per iteration and the page asks for the latest loss on every
+    poll: only the bytes added since the last read are parsed (complete lines only; at most
+    :data:`READ_STEP` per call). A file that shrank or was replaced is read from the start.
+    The file is opened as a regular file with a size cap (a FIFO named ``loss.csv`` is
+    refused, not waited on).
     """
 
     def __init__(self, limit: int = 64) -> None:
         self._lock = threading.Lock()
-        self._items: dict[Path, tuple[tuple[int, int], LossLog]] = {}
+        self._items: dict[Path, tuple[int, int, LossParser]] = {}  # inode, offset, parser
         self._limit = limit
 
     def get(self, path: Path) -> LossLog | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        key = (st.st_size, st.st_mtime_ns)
+        from hotfolders import safefs
+        from hotfolders.errors import InputError
+
         with self._lock:
-            hit = self._items.get(path)
-            if hit and hit[0] == key:
-                return hit[1]
-        try:
-            log = parse_loss_csv(path.read_text(encoding="utf-8", errors="replace"))
-        except OSError:
-            return None
-        with self._lock:
-            if len(self._items) >= self._limit:
+            try:
+                with safefs.open_regular(path, LOSS_LIMIT) as fh:
+                    st = os.fstat(fh.fileno())
+                    inode, offset, parser = self._items.get(path, (st.st_ino, 0, None))
+                    if parser is None or inode != st.st_ino or st.st_size < offset:
+                        inode, offset, parser = st.st_ino, 0, LossParser()
+                    if st.st_size > offset:
+                        fh.seek(offset)
+                        data = fh.read(READ_STEP)
+                        complete = data[:data.rfind(b"\n") + 1]
+                        parser.feed(complete.decode("utf-8", errors="replace"))
+                        offset += len(complete)
+            except (InputError, OSError):
+                self._items.pop(path, None)
+                return None
+            if path not in self._items and len(self._items) >= self._limit:
                 self._items.pop(next(iter(self._items)))
-            self._items[path] = (key, log)
-        return log
+            self._items[path] = (inode, offset, parser)
+            return parser.log
 
 
 def _bucket(xs: list[int], ys: list[float], buckets: int) -> tuple[list[float], list[float]]:

@@ -9,15 +9,16 @@ malformed JSON file is skipped, never fatal.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from hotfolders import safefs
+from hotfolders.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +132,12 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _read_json(path: Path, limit: int = 4 << 20) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None when missing, too large or malformed."""
+def _read_json(path: Path, limit: int = safefs.JSON_LIMIT) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when missing, not a regular file (a FIFO would
+    block the page forever), too large or malformed."""
     try:
-        if path.stat().st_size > limit:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = safefs.load_json(path, limit)
+    except (InputError, OSError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -241,9 +241,11 @@ def people(root: Path) -> list[dict[str, Any]]:
 
 def _model_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return {"error": f"model.toml: {exc}"}
+        data = safefs.load_toml(path)
+    except InputError as exc:
+        return {"error": f"model.toml {exc.reason}"}
+    except OSError as exc:
+        return {"error": f"model.toml: {exc.strerror or exc}"}
     return data if isinstance(data, dict) else {}
 
 
@@ -397,9 +399,8 @@ def failures(root: Path) -> list[dict[str, Any]]:
     out = []
     for mtime, stage, path in found[:MAX_FAILURES]:
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(4096)
-        except OSError:
+            text = safefs.read_head(path, 4096).decode("utf-8", errors="replace")
+        except (InputError, OSError):
             continue
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         out.append({"stage": stage, "file": path.name[: -len(ERROR_SUFFIX)],

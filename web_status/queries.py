@@ -13,6 +13,7 @@ from typing import Any
 
 QUEUE_LIMIT = 25
 FAILED_LIMIT = 20
+IGNORED_LIMIT = 50
 HEARTBEAT_STALE_S = 30.0  # the daemon beats every 5 s; `facedrop status` uses the same limit
 WAITING = ("queued", "paused")
 JOB_FIELDS = ("id", "kind", "input", "person", "model", "status", "priority", "progress", "done",
@@ -60,7 +61,13 @@ def read(conn: sqlite3.Connection) -> dict[str, Any]:
     models = {r["name"]: dict(r) for r in conn.execute(
         "SELECT name, a, b, iterations, loss_a, loss_b, status, updated_at FROM models")}
     daemon = {str(k): v for k, v in conn.execute("SELECT key, value FROM daemon")}
-    return {"jobs_by_status": by_status,
+    try:
+        ignored = [{"path": r["path"], "reason": r["reason"], "since": iso(r["at"])}
+                   for r in conn.execute("SELECT path, reason, at FROM ignored ORDER BY path "
+                                         "LIMIT ?", (IGNORED_LIMIT,))]
+    except sqlite3.OperationalError:  # a database from before schema version 2
+        ignored = []
+    return {"jobs_by_status": by_status, "ignored": ignored,
             "queue_length": sum(by_status.get(s, 0) for s in WAITING),
             "running": running, "queue": queue, "failed_jobs": failed, "models": models,
             "daemon_row": daemon}

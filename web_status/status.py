@@ -150,8 +150,10 @@ class StatusReader:
             "models": models,
             "outputs": outputs,
             "failures": failures,
+            "ignored": [dict(item, path=self._relative(item["path"])) for item in db["ignored"]],
         }
         status["digest"] = {
+            "ignored": _digest([(i["path"], i["reason"]) for i in status["ignored"]]),
             "people": _digest([(p["name"], p["approved_faces"], p["review_faces"],
                                 len(p["flagged"])) for p in people]),
             "outputs": _digest([(o["path"], o["size"]) for o in outputs]),
@@ -167,7 +169,7 @@ class StatusReader:
                        "message": "the daemon has not run yet on this root (start it with "
                                   "`facedrop run`)"},
             "jobs_by_status": {}, "queue_length": 0, "running": [], "queue": [],
-            "failed_jobs": [], "models": {},
+            "failed_jobs": [], "models": {}, "ignored": [],
         }
         try:
             conn = queries.connect(self.db)

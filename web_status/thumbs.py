@@ -8,6 +8,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from hotfolders import safefs
+from hotfolders.errors import InputError
+
 
 class ThumbCache:
     """Small JPEG thumbnails keyed by (path, mtime, size); a bounded dict, oldest out first."""
@@ -38,12 +41,18 @@ class ThumbCache:
 
 
 def make_thumb(path: Path, size: int) -> bytes | None:
-    """Decode an image and shrink it to fit ``size`` px (never enlarged); None if unreadable."""
-    import cv2
+    """Decode an image and shrink it to fit ``size`` px (never enlarged); None if unreadable,
+    not a regular file, or larger than the pixel limit (read from the header first: a 389 KB
+    PNG of 20000x20000 pixels would otherwise cost 1.2 GB to decode)."""
+    import cv2  # after hotfolders: its pixel ceiling applies to OpenCV too
     import numpy as np
 
-    raw = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    try:
+        data = safefs.read_bytes(path, safefs.IMAGE_LIMIT)
+        safefs.check_image_header(path, data)
+    except (InputError, OSError):
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
     h, w = image.shape[:2]

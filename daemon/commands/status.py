@@ -23,7 +23,12 @@ def _progress(job: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hotfolders.names import printable
+
     from ..store import snapshot
+
+    def say(line: str) -> None:  # names come from hot folders: no raw control characters
+        print(printable(line))
 
     root = args.root.expanduser().resolve()
     state = snapshot(root / ".facedrop" / "state.db")
@@ -32,23 +37,29 @@ def run(args: argparse.Namespace) -> int:
         return 0
     daemon = state["daemon"]
     if daemon is None:
-        print(f"{root}: the daemon has not run here yet (facedrop run --root {root})")
+        say(f"{root}: the daemon has not run here yet (facedrop run --root {root})")
         return 0
     age = time.time() - float(daemon.get("heartbeat", 0))
     alive = daemon.get("state") != "stopped" and age < 30
-    print(f"daemon: {'running' if alive else 'not running'} — {daemon.get('message', '')}"
-          + (f" — {daemon['url']}" if alive and daemon.get("url") else ""))
+    say(f"daemon: {'running' if alive else 'not running'} — {daemon.get('message', '')}"
+        + (f" — {daemon['url']}" if alive and daemon.get("url") else ""))
     for job in state["running"]:
-        print(f"running: #{job['id']} {job['kind']} {Path(job['input']).name}{_progress(job)}"
-              f" {job.get('message') or ''}")
-    print(f"queue: {len(state['queue'])} job(s)")
+        say(f"running: #{job['id']} {job['kind']} {Path(job['input']).name}{_progress(job)}"
+            f" {job.get('message') or ''}")
+    say(f"queue: {len(state['queue'])} job(s)")
     for job in state["queue"][:10]:
-        print(f"  #{job['id']} {job['kind']:8} {job['status']:7} {Path(job['input']).name}")
+        waiting = f" ({job['message']})" if str(job.get("message") or "").startswith(
+            "waiting:") else ""
+        say(f"  #{job['id']} {job['kind']:8} {job['status']:7} {Path(job['input']).name}{waiting}")
     for model in state["models"]:
         loss = (f", loss A {model['loss_a']:.4f} B {model['loss_b']:.4f}"
                 if model.get("loss_a") is not None else "")
-        print(f"model {model['name']}: {model.get('a')} -> {model.get('b')}, "
-              f"{model.get('iterations') or 0} iterations{loss} ({model.get('status')})")
+        say(f"model {model['name']}: {model.get('a')} -> {model.get('b')}, "
+            f"{model.get('iterations') or 0} iterations{loss} ({model.get('status')})")
     for job in state["failures"][:5]:
-        print(f"failed: #{job['id']} {job['kind']} {Path(job['input']).name}: {job['error']}")
+        say(f"failed: #{job['id']} {job['kind']} {Path(job['input']).name}: {job['error']}")
+    for item in state["ignored"][:10]:
+        say(f"ignored: {item['path']}: {item['reason']}")
+    if len(state["ignored"]) > 10:
+        say(f"ignored: {len(state['ignored']) - 10} more (see the status page)")
     return 0
