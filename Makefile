@@ -5,7 +5,7 @@ ROOT   ?= ./facedrop-data
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean-venv
+.PHONY: run test bench install install-service clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(STAMP)
 	$(PY) bench/convert.py
 	$(PY) bench/daemon.py
 	$(PY) bench/web.py
+
+## install the system service from a wheel of this checkout (as root; GPU=1 for NVIDIA)
+install-service:
+	bash systemd/install.sh $(if $(GPU),--gpu,)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -189,6 +189,14 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def root_from_environment() -> Path | None:
+    """``$FACEDROP_ROOT`` (the systemd unit sets it), or None."""
+    import os
+
+    value = os.environ.get("FACEDROP_ROOT", "").strip()
+    return Path(value) if value else None
+
+
 def load(root: Path | None = None, config_file: Path | None = None) -> Config:
     """Defaults, then the config file (``ROOT/facedrop.toml`` unless given), then ``root``."""
     config = Config()

@@ -8,6 +8,7 @@ operator's terminal: every message is passed through :func:`hotfolders.names.pri
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from hotfolders.names import printable
@@ -29,15 +30,49 @@ class SafeFormatter(logging.Formatter):
                          "    " + printable(line) for i, line in enumerate(lines))
 
 
+class JournalFormatter(SafeFormatter):
+    """Lines for systemd's journal: each starts with its syslog priority (``<3>`` for an error),
+    which journald reads and strips, so ``journalctl -p warning`` finds our warnings."""
+
+    PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{self.PRIORITY.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def under_journal() -> bool:
+    """Whether stderr is connected to systemd's journal (it sets ``$JOURNAL_STREAM`` to the
+    device and inode of the stream it gave us; a redirected stderr no longer matches). Job
+    children write through the daemon's stderr filter: they are told by ``$FACEDROP_JOURNAL``."""
+    if os.environ.get("FACEDROP_JOURNAL") == "1":
+        return True
+    value = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(x) for x in value.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
 QUIET = ("watchdog", "apscheduler", "waitress", "PIL", "matplotlib")
+
+
+def formatter(style: str) -> logging.Formatter:
+    """The formatter for stderr: with syslog priorities under the journal."""
+    return JournalFormatter(style) if under_journal() else SafeFormatter(style)
 
 
 def setup(verbose: bool) -> None:
     """stderr logging for every command: plain messages, or with level and logger when
     ``verbose`` (library chatter stays hidden unless verbose)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s" if verbose
-                                       else "%(message)s"))
+    style = "%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"
+    if under_journal():
+        os.environ["FACEDROP_JOURNAL"] = "1"  # for the job children, whose stderr is a pipe
+    handler.setFormatter(formatter(style))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -209,11 +209,11 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
     from hotfolders.safefs import confine
 
     from .faults import transient_reason
-    from .logs import SafeFormatter
+    from .logs import formatter
 
     quiet.silence(verbose)
     handler = logging.StreamHandler()
-    handler.setFormatter(SafeFormatter(f"%(levelname)s {kind}: %(message)s"))
+    handler.setFormatter(formatter(f"%(levelname)s {kind}: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     confine(params["root"])  # whatever the input says, nothing outside the root is touched
     stop = threading.Event()

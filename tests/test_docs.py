@@ -73,5 +73,6 @@ def test_systemd_accepts_the_unit_and_scores_it_hardened(tmp_path):
     assert float(match.group(1)) <= 2.0, security.stdout[-3000:]
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
-                 "ProtectSystem=strict", "ReadWritePaths=/srv/facedrop", "PrivateTmp=yes"):
+                 "ProtectSystem=strict", "StateDirectory=facedrop", "PrivateTmp=yes",
+                 "RestartPreventExitStatus=3", "MemoryMax=", "TasksMax="):
         assert line in text

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a_dir", type=Path, metavar="A_DIR", help="faces of person A (target)")
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from hotfolders.coverage import coverage, report_json
 
     if args.min_count is not None and args.min_count < 1:
-        raise SystemExit("facedrop coverage: error: --min-count must be at least 1")
+        raise UsageError("--min-count must be at least 1")
     report = coverage(args.a_dir, args.b_dir, out_image=args.image, min_count=args.min_count)
     print(report_json(report) if args.json else report.describe())
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="video (mp4, mov, mkv, avi, webm) or photo")
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
 
     if args.every_n < 1:
-        raise SystemExit("facedrop extract: error: --every-n must be at least 1")
+        raise UsageError("--every-n must be at least 1")
     if args.size < 64:
-        raise SystemExit("facedrop extract: error: --size must be at least 64")
+        raise UsageError("--size must be at least 64")
     with progress_bar(f"extract {args.input.name}") as update:
         summary = extract(args.input, args.output, every_n=args.every_n, size=args.size,
                           min_size=args.min_size, alignments_path=args.alignments,

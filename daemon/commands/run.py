@@ -11,7 +11,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None,
-                        help="facedrop root (default: ./facedrop-data or `root` in the config)")
+                        help="facedrop root (default: $FACEDROP_ROOT, else `root` in the config, "
+                             "else ./facedrop-data)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="settings file (default: ROOT/facedrop.toml)")
     parser.add_argument("--host", default=None, help="status page address (default: 127.0.0.1)")
@@ -26,14 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import config as cfg
     from ..service import run as run_service
 
-    try:
-        config = cfg.load(args.root, args.config)
-        if args.host is not None:
-            config.host = args.host
-        if args.port is not None:
-            config.port = args.port
-        if args.poll is not None:
-            config.poll_seconds = args.poll
-    except cfg.ConfigError as exc:
-        raise SystemExit(f"facedrop run: error: {exc}")
+    config = cfg.load(args.root or cfg.root_from_environment(), args.config)  # exit 3 if bad
+    if args.host is not None:
+        config.host = args.host
+    if args.port is not None:
+        config.port = args.port
+    if args.poll is not None:
+        config.poll_seconds = args.poll
     return run_service(config, getattr(args, "verbose", False), serve_web=not args.no_web)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hotfolders.sort import METHODS
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.undo:
         if args.keep:
-            raise SystemExit("facedrop sort: error: --undo and --keep do not go together")
+            raise UsageError("--undo and --keep do not go together")
         count = undo_sort(args.folder)
         print(f"{args.folder}: restored {count} names from before the sort")
         return 0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, default=Path("facedrop-data"),
-                        help="facedrop root (default: ./facedrop-data)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="facedrop root (default: $FACEDROP_ROOT, else ./facedrop-data)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:  # names come from hot folders: no raw control characters
         print(printable(line))
 
-    root = args.root.expanduser().resolve()
+    from ..config import Config, root_from_environment
+
+    root = (args.root or root_from_environment() or Config().root).expanduser().resolve()
     state = snapshot(root / ".facedrop" / "state.db")
     if args.json:
         print(json.dumps({"root": str(root), **state}, indent=2, default=str))
