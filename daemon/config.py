@@ -29,6 +29,9 @@ min_free_gb = 2.0
 # Other names the status page answers to (e.g. ["studio-nas.local"]); it always answers to
 # its own host, localhost, 127.0.0.1 and [::1]. Any other Host header gets 421 (DNS rebinding).
 allowed_hosts = []
+# GPUs for training and conversion: "auto" (every GPU TensorFlow sees), "cpu", or indices
+# such as "1" or "0,1". Memory growth is always on (several jobs may share a card).
+gpu = "auto"
 
 [extract]
 every_n = 4        # keep every Nth frame of inbox videos (4 at 25 fps)
@@ -116,6 +119,7 @@ class Config:
     rescan_seconds: float = 30.0
     min_free_gb: float = 2.0
     allowed_hosts: list = field(default_factory=list)
+    gpu: str = "auto"
     extract: Extract = field(default_factory=Extract)
     train: Train = field(default_factory=Train)
     convert: Convert = field(default_factory=Convert)
@@ -251,6 +255,12 @@ def validate(config: Config, source: Path) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source}: {message}")
+    from hotfolders.devices import check_gpu_setting
+
+    try:
+        check_gpu_setting(config.gpu)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         parse_window(config.train.window)
     except ConfigError as exc:

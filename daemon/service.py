@@ -201,7 +201,7 @@ class Service:
                     "trainer": t.trainer, "iterations": t.iterations,
                     "batch_size": t.batch_size, "save_every": t.save_every,
                     "snapshot_every": t.snapshot_every, "keep_snapshots": c.train.keep_snapshots,
-                    "precision": t.precision}
+                    "precision": t.precision, "gpu": c.gpu}
         if kind == "convert":
             model_dir = self.root / "models" / job["model"]
             if not (model_dir / "save").exists() and not (model_dir / "save.bak").exists():
@@ -209,7 +209,7 @@ class Service:
             return {"root": root, "input": job["input"], "model": job["model"],
                     "model_dir": str(model_dir), "color": c.convert.color, "mask": c.convert.mask,
                     "sharpen": c.convert.sharpen, "face_select": c.convert.face_select,
-                    "label": c.convert.label}
+                    "label": c.convert.label, "gpu": c.gpu}
         return None
 
     def finished(self, job: dict, kind: str) -> None:

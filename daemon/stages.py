@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hotfolders.devices import select_gpus
 from hotfolders.digest import sha256_file
 from hotfolders.errors import InputError
 from hotfolders.names import fit, printable
@@ -113,6 +114,7 @@ def train_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dic
     from hotfolders.training import train
 
     report({"message": "loading faces and building the model"})
+    select_gpus(p.get("gpu", "auto"))
     root = Path(p["root"])
     check_inside(p["model_dir"])
     dirs = {side: approved_sets(root, p[side]) for side in ("a", "b")}
@@ -166,6 +168,7 @@ def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     from hotfolders.convert import convert
 
     report({"message": "loading the model"})
+    select_gpus(p.get("gpu", "auto"))
     source = Path(p["input"])
     sha = sha256_file(source) if source.is_file() else None
     out = output_path(Path(p["root"]), p["model"], source, sha)

@@ -97,7 +97,7 @@ def choose_policy(precision: str) -> str:
     if precision == "float32":
         return "float32"
     tf = quiet.import_tensorflow()
-    if tf.config.list_physical_devices("GPU"):
+    if tf.config.get_visible_devices("GPU"):  # after devices.select_gpus: the chosen ones
         return "mixed_float16"
     if precision == "mixed" or cpu_has_bf16():
         return "mixed_bfloat16"

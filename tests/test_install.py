@@ -126,3 +126,43 @@ def test_exit_codes(installed, tmp_path):
     assert result.returncode == 2 and "--every-n must be at least 1" in result.stderr
     result = _run(installed, "no-such-command", cwd=tmp_path, check=False)
     assert result.returncode == 2
+
+
+def test_log_lines_carry_their_level_under_the_journal(installed, tmp_path):
+    """systemd sets $JOURNAL_STREAM to stderr's device:inode; lines then start with <N>."""
+    root = tmp_path / "root"
+    _run(installed, "init", str(root), cwd=tmp_path)
+    script, env = installed
+    with (tmp_path / "journal").open("wb") as stream:
+        st = os.fstat(stream.fileno())
+        proc = subprocess.Popen([str(script), "run", "--root", str(root), "--no-web"],
+                                cwd=tmp_path, stdout=stream, stderr=stream,
+                                env={**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        try:
+            deadline = time.time() + 60
+            while b"is watching" not in (tmp_path / "journal").read_bytes():
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.2)
+            proc.terminate()
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    lines = (tmp_path / "journal").read_text().splitlines()
+    assert any(line.startswith("<6>facedrop is watching") for line in lines), lines
+    assert all(line.startswith("<") for line in lines if line.strip()), lines
+
+
+def test_the_service_installer_dry_run(tmp_path):
+    result = subprocess.run(["bash", str(PROJECT / "systemd" / "install.sh"), "--dry-run",
+                             "--gpu", "--no-start"], capture_output=True, text=True,
+                            check=True, timeout=60)
+    out = result.stdout
+    for step in ("pip wheel", "-m venv /opt/facedrop", "[gpu]", "/etc/facedrop/facedrop.toml",
+                 "/etc/systemd/system/facedrop.service",
+                 "facedrop.service.d/gpu.conf", "systemctl daemon-reload"):
+        assert step in out, (step, out)
+    assert "enable --now" not in out
+    bad = subprocess.run(["bash", str(PROJECT / "systemd" / "install.sh"), "--bogus"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr

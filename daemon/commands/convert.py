@@ -16,6 +16,8 @@ from pathlib import Path
 from hotfolders.masks import MASK_TYPES
 from hotfolders.plugins.convert import COLORS, FACE_SELECT, SHARPENERS
 
+from ..cli import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="target video of person A (or of B, with --swap), a photo, or a "
@@ -50,12 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "still mark the video as synthetic)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="faces per model call (default: 8)")
+    parser.add_argument("--gpu", default="auto", metavar="WHICH",
+                        help='GPUs to use: auto (every GPU TensorFlow sees), cpu, or indices '
+                             'such as 1 or 0,1 (default: auto; memory growth is always on)')
 
 
 def run(args: argparse.Namespace) -> int:
     from hotfolders.convert import convert
+    from hotfolders.devices import select_gpus
 
     from ..progress import progress_bar
+
+    try:
+        select_gpus(args.gpu)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     with progress_bar(f"convert {args.input.name}") as update:
         result = convert(args.input, args.model_dir, args.output, alignments=args.alignments,

@@ -18,6 +18,8 @@ from pathlib import Path
 from hotfolders.masks import MASK_TYPES
 from hotfolders.plugins.train import TRAINERS
 
+from ..cli import UsageError
+
 LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
 
 
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: float16 on a GPU, bfloat16 on CPUs with AMX/AVX512-BF16, "
                              "else float32; mixed: reduced precision even where it is slower "
                              "(default: auto)")
+    parser.add_argument("--gpu", default="auto", metavar="WHICH",
+                        help='GPUs to use: auto (every GPU TensorFlow sees), cpu, or indices '
+                             'such as 1 or 0,1 (default: auto; memory growth is always on)')
     parser.add_argument("--mask", choices=MASK_TYPES, default=None,
                         help="mask for the loss of a new model (default: extended)")
     parser.add_argument("--loss", choices=LOSSES, default=None,
@@ -67,8 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from hotfolders.devices import select_gpus
     from hotfolders.training import train
 
+    try:
+        select_gpus(args.gpu)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:

@@ -1,0 +1,61 @@
+"""`facedrop doctor` through the real CLI: every check with a verdict, failures named, exit 1."""
+from __future__ import annotations
+
+import socket
+
+from daemonproc import cli
+
+CHECKS = ("python", "packages", "mediapipe models", "tensorflow", "disk", "root folders",
+          "folder events", "status page port", "chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rows(output: str) -> dict[str, str]:
+    rows = {}
+    for line in output.splitlines():
+        for name in CHECKS:
+            if line.startswith(name + " ") and line[len(name):].split()[0] in ("ok", "warn", "FAIL"):
+                rows[name] = line[len(name):].split()[0]
+    return rows
+
+
+def test_doctor_passes_on_a_fresh_root(tmp_path):
+    root = tmp_path / "root"
+    cli("init", str(root))
+    (root / "facedrop.toml").write_text(f"port = {_free_port()}\n")
+    result = cli("doctor", "--root", str(root), check=False)
+    rows = _rows(result.stdout)
+    assert set(rows) == set(CHECKS), result.stdout
+    assert all(v in ("ok", "warn") for v in rows.values()), result.stdout
+    assert result.returncode == 0 and "all checks passed" in result.stdout
+    assert "precision auto -> " in result.stdout and "inotify works" in result.stdout
+
+
+def test_doctor_names_what_is_wrong(tmp_path):
+    root = tmp_path / "root"
+    cli("init", str(root))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (root / "facedrop.toml").write_text(f"port = {port}\nmin_free_gb = 1e9\n"
+                                            'gpu = "3"\n')
+        result = cli("doctor", "--root", str(root), check=False)
+    rows = _rows(result.stdout)
+    assert result.returncode == 1, result.stdout
+    assert rows["status page port"] == "FAIL" and "taken" in result.stdout
+    assert rows["disk"] == "FAIL" and "pauses new work" in result.stdout
+    assert rows["tensorflow"] == "FAIL" and "sees no GPU" in result.stdout
+    assert "3 check(s) failed: tensorflow, disk, status page port" in result.stdout
+    (root / "facedrop.toml").write_text("port = [\n")
+    assert cli("doctor", "--root", str(root), check=False).returncode == 3
+
+
+def test_doctor_without_a_root_says_how_to_make_one(tmp_path):
+    result = cli("doctor", "--root", str(tmp_path / "nowhere"), check=False)
+    assert result.returncode == 1 and "facedrop init" in result.stdout
