@@ -86,12 +86,12 @@ def test_init_extract_and_the_page_from_the_wheel(installed, tmp_path):
     try:
         url = None
         deadline = time.time() + 120
-        while url is None and time.time() < deadline:
+        while not url and time.time() < deadline:
             assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
             try:
                 conn = sqlite3.connect(f"{(root / '.facedrop' / 'state.db').as_uri()}?mode=ro",
                                        uri=True)
-                url = dict(conn.execute("SELECT key, value FROM daemon")).get("url")
+                url = dict(conn.execute("SELECT key, value FROM daemon")).get("url")  # "" at first
                 conn.close()
             except sqlite3.Error:
                 pass
