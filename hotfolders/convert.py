@@ -489,15 +489,17 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
 
             def swap_stage() -> None:
                 while (batch := pipe.get(batches)) is not _END:
-                    for frame in swapper.swap_batch(batch):
+                    stamps = [ts for _, _, ts in batch]
+                    swapped = swapper.swap_batch([(image, faces) for image, faces, _ in batch])
+                    for frame, ts in zip(swapped, stamps):
                         if label:
                             draw_label(frame)
-                        pipe.put(frames_out, frame)
+                        pipe.put(frames_out, (frame, ts))
                 pipe.put(frames_out, _END)
 
-            def encode_stage() -> None:
-                while (frame := pipe.get(frames_out)) is not _END:
-                    writer.write(frame)
+            def encode_stage() -> None:  # at the source's timestamps (variable frame rates)
+                while (item := pipe.get(frames_out)) is not _END:
+                    writer.write(*item)
 
             pipe.start("swap", swap_stage)
             pipe.start("encode", encode_stage)
@@ -507,7 +509,7 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
                     if pipe.stop.is_set():
                         break
                     faces = faces_of(frame.index, frame.timestamp, frame.image)
-                    batch.append((frame.image, faces))
+                    batch.append((frame.image, faces, frame.timestamp))
                     result.frames += 1
                     result.frames_swapped += bool(faces)
                     if len(batch) >= batch_size:

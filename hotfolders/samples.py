@@ -94,19 +94,22 @@ def render_frames(face: str = "astronaut", seconds: float = 2.0, fps: int = 25,
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, audio_hz: float | None = 440.0,
-                sample_rate: int = 48000, crf: int = 16) -> Path:
-    """Write frames as H.264 mp4 with an AAC sine tone of the same duration."""
+                sample_rate: int = 48000, crf: int = 16, video_codec: str = "libx264",
+                audio_codec: str = "aac") -> Path:
+    """Write frames (H.264 in the container the suffix names, by default) with a sine tone of
+    the same duration in ``audio_codec`` (AAC; Opus, Vorbis or PCM for other containers)."""
     import av
 
     path = Path(path)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps)
+        video = out.add_stream(video_codec, rate=fps)
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        video.options = {"crf": str(crf), "preset": "ultrafast"}
+        if video_codec == "libx264":
+            video.options = {"crf": str(crf), "preset": "ultrafast"}
         audio = None
         if audio_hz:
-            audio = out.add_stream("aac", rate=sample_rate)
+            audio = out.add_stream(audio_codec, rate=sample_rate)
             audio.layout = "mono"
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -118,14 +121,19 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, audio_hz: f
             total = int(len(frames) / fps * sample_rate)
             t = np.arange(total) / sample_rate
             samples = (0.3 * np.sin(2 * np.pi * audio_hz * t)).astype(np.float32)
-            chunk = 1024
+            chunk = audio.codec_context.frame_size or 1024
+            resample = av.AudioResampler(format=audio.codec_context.format.name, layout="mono",
+                                         rate=sample_rate)
             for start in range(0, total, chunk):
-                block = samples[start:start + chunk][None, :]
-                aframe = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
+                block = samples[start:start + chunk]
+                if len(block) < chunk and audio.codec_context.frame_size:
+                    block = np.pad(block, (0, chunk - len(block)))  # fixed-size frames (Opus)
+                aframe = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
                 aframe.sample_rate = sample_rate
                 aframe.pts = start
                 aframe.time_base = Fraction(1, sample_rate)
-                out.mux(audio.encode(aframe))
+                for converted in resample.resample(aframe):
+                    out.mux(audio.encode(converted))
             out.mux(audio.encode(None))
     return path
 

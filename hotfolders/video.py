@@ -254,11 +254,16 @@ def prefetch(frames: Iterator[Frame], depth: int = 6) -> Iterator[Frame]:
 
 
 class VideoWriter:
-    """Write RGB frames as H.264 (yuv420p) mp4, optionally copying audio from a source file.
+    """Write RGB frames as H.264 (yuv420p) mp4, optionally with the audio of a source file.
 
-    Audio packets are copied unchanged (no re-encode), as faceswap's ffmpeg writer does, so the
-    swapped video carries exactly the source's sound.
+    Audio packets mp4 can carry (AAC, MP3, AC-3, ALAC) are copied unchanged, as faceswap's
+    ffmpeg writer does, so the swapped video has exactly the source's sound; others (Opus,
+    Vorbis, PCM) are transcoded to AAC. Frames written with their source ``timestamp`` keep
+    it (phones record variable frame rates: the picture stays in step with the sound);
+    without one they follow ``fps``.
     """
+
+    TIME_BASE = Fraction(1, 90000)  # fine enough for any source's timestamps
 
     def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | float,
                  *, audio_from: str | Path | None = None, crf: int = 18, preset: str = "veryfast",
@@ -275,7 +280,8 @@ class VideoWriter:
         self.stream.width = width - width % 2
         self.stream.height = height - height % 2
         self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = 1 / rate
+        self.stream.codec_context.time_base = self.TIME_BASE
+        self._tick = round(1 / (rate * self.TIME_BASE))  # one frame at ``fps``, in time-base units
         self.stream.options = {"crf": str(crf), "preset": preset}
         if threads:
             self.stream.codec_context.thread_count = threads
@@ -283,14 +289,43 @@ class VideoWriter:
         self._source = None
         self._audio_in = None
         self._audio_out = None
+        self._resampler = None  # set when the source's audio is transcoded to AAC
         if audio_from is not None:
             self._source = _open(Path(audio_from))
             if self._source.streams.audio:
                 self._audio_in = self._source.streams.audio[0]
-                self._audio_out = self.container.add_stream_from_template(self._audio_in)
+                self._audio_out = self._audio_stream(self._audio_in)
         self._pts = 0
 
-    def write(self, image: np.ndarray) -> None:
+    def _audio_stream(self, source):
+        """The output stream for the source's audio: copied when mp4 players take the codec
+        as it is, else AAC (Opus, Vorbis, PCM in webm, mov or avi targets)."""
+        codec = source.codec_context.codec.canonical_name  # "mp3", not the decoder's "mp3float"
+        if codec in MP4_AUDIO_COPY:
+            return self.container.add_stream_from_template(source)
+        rate = source.codec_context.sample_rate or 48000
+        rate = rate if rate in AAC_RATES else 48000
+        channels = source.codec_context.channels or 2
+        layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
+        out = self.container.add_stream("aac", rate=rate)
+        out.layout = layout
+        self._resampler = self._av.AudioResampler(format=out.codec_context.format.name,
+                                                  layout=layout, rate=rate)
+        self._audio_samples = 0
+        log.info("audio %s transcoded to AAC for mp4", codec)
+        return out
+
+    def _encode_audio(self, frames) -> None:
+        """Resample decoded source audio (None: flush) and encode it as AAC."""
+        for frame in self._resampler.resample(frames):
+            frame.pts = self._audio_samples
+            frame.time_base = Fraction(1, frame.sample_rate)
+            self._audio_samples += frame.samples
+            for packet in self._audio_out.encode(frame):
+                self.container.mux(packet)
+
+    def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
+        """Encode one frame, at ``timestamp`` seconds (the source's) or one ``fps`` step on."""
         import cv2
 
         h, w = self.stream.height, self.stream.width
@@ -300,15 +335,24 @@ class VideoWriter:
         # than letting the encoder call swscale, and releases the GIL while it runs
         yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
         frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = self._pts
-        self._pts += 1
+        pts = self._pts if timestamp is None else max(0, round(timestamp / self.TIME_BASE))
+        frame.pts = max(pts, self._pts)  # never before the previous frame
+        frame.time_base = self.TIME_BASE
+        self._pts = frame.pts + (1 if timestamp is not None else self._tick)
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
     def close(self) -> None:
         for packet in self.stream.encode(None):
             self.container.mux(packet)
-        if self._audio_in is not None:
+        if self._audio_in is not None and self._resampler is not None:
+            for packet in self._source.demux(self._audio_in):
+                for frame in packet.decode():
+                    self._encode_audio(frame)
+            self._encode_audio(None)
+            for packet in self._audio_out.encode(None):
+                self.container.mux(packet)
+        elif self._audio_in is not None:
             for packet in self._source.demux(self._audio_in):
                 if packet.dts is None:
                     continue
@@ -330,6 +374,12 @@ class VideoWriter:
             finally:
                 if self._source is not None:
                     self._source.close()
+
+
+# audio codecs copied into mp4 as they are; anything else is transcoded to AAC
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+AAC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000,
+                       88200, 96000})
 
 
 def even(value: int) -> int:
