@@ -204,7 +204,9 @@ class Service:
                     "precision": t.precision, "gpu": c.gpu}
         if kind == "convert":
             model_dir = self.root / "models" / job["model"]
-            if not (model_dir / "save").exists() and not (model_dir / "save.bak").exists():
+            from hotfolders.model import has_save
+
+            if not has_save(model_dir):  # save/, save.bak/, best/ or a snapshot: as the CLI
                 return None  # waits for the model's first save
             return {"root": root, "input": job["input"], "model": job["model"],
                     "model_dir": str(model_dir), "color": c.convert.color, "mask": c.convert.mask,

@@ -407,3 +407,27 @@ def test_training_waits_outside_its_window_and_yields_to_other_work(tmp_path):
     assert always._should_yield(store.job(train))  # waiting conversion outranks training
     assert always._pick()[0]["id"] == convert
     store.close()
+
+
+def test_a_target_converts_with_whatever_save_the_model_has_left(tmp_path, model_dir):
+    """The daemon loads what the engine loads: a model whose save/ and save.bak/ are gone but
+    whose best/ (or a snapshot) is there converts instead of waiting forever."""
+    from daemon.config import Config
+    from daemon.service import Service
+    from daemon.store import Store
+    from hotfolders.model import BACKUP, SAVE
+
+    root = tmp_path / "root"
+    shutil.copytree(model_dir, root / "models" / "m")
+    service = Service(Config(root=root), serve_web=False)
+    service.store = Store(root / ".facedrop" / "state.db")
+    job = {"kind": "convert", "input": str(root / "targets" / "m" / "t.mp4"), "model": "m"}
+    assert service.params(job)["model_dir"] == str(root / "models" / "m")
+    for name in (SAVE, BACKUP):
+        shutil.rmtree(root / "models" / "m" / name, ignore_errors=True)
+    assert (root / "models" / "m" / "best").is_dir()
+    assert service.params(job) is not None  # best/ is enough, as for `facedrop convert`
+    shutil.rmtree(root / "models" / "m" / "best")
+    shutil.rmtree(root / "models" / "m" / "snapshots", ignore_errors=True)
+    assert service.params(job) is None  # nothing to load: it waits for a save
+    service.store.close()

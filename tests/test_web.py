@@ -726,3 +726,20 @@ def test_folder_listings_follow_every_change_and_skip_unchanged_folders(tmp_path
     (source / "clip_000002_0.png").rename(source / "0001_clip_000002_0.png")
     (person,) = folders.people(tmp_path)
     assert "0001_clip_000002_0.png" in person["review"][0]["sample"]
+
+
+def test_swapped_photos_are_listed_with_their_manifest(tmp_path):
+    from web_status import folders
+
+    out = tmp_path / "output" / "m"
+    out.mkdir(parents=True)
+    (out / "portrait_swapped.png").write_bytes(b"png")
+    (out / "portrait_swapped.provenance.json").write_text(json.dumps(
+        {"input": {"name": "portrait.jpg", "sha256": "ab"}, "model": {"name": "m"}}))
+    (out / "clip_swapped.mp4").write_bytes(b"mp4")
+    listed = {o["name"]: o for o in folders.outputs(tmp_path)}
+    assert set(listed) == {"portrait_swapped.png", "clip_swapped.mp4"}
+    photo = listed["portrait_swapped.png"]
+    assert photo["manifest_path"] == "output/m/portrait_swapped.provenance.json"
+    assert photo["summary"]["input"] == "portrait.jpg"
+    assert listed["clip_swapped.mp4"]["manifest"] is None

@@ -30,7 +30,7 @@ MAX_OUTPUTS = 50
 MAX_FAILURES = 30
 MAX_TIMELAPSE = 200
 ERROR_SUFFIX = ".error.txt"
-OUTPUT_SUFFIX = "_swapped.mp4"
+OUTPUT_SUFFIXES = ("_swapped.mp4", "_swapped.png")  # a video target, a photo target
 MANIFEST_SUFFIX = ".provenance.json"
 REVIEW_JSON, REVIEW_IMAGE = "review.json", "review.jpg"
 COVERAGE_RE = re.compile(r"^coverage[\w.-]*\.(png|jpe?g)$", re.I)
@@ -336,15 +336,17 @@ def _int(value: Any) -> int | None:
 # --- outputs and failures ---------------------------------------------------------------
 
 def outputs(root: Path) -> list[dict[str, Any]]:
-    """Swapped videos in ``output/<model>/`` (newest first) with their provenance manifest."""
+    """Swapped videos and photos in ``output/<model>/`` (newest first) with their provenance
+    manifest (``<stem>.provenance.json`` beside each)."""
     found = []
     for folder in visible_dirs(root / "output"):
-        for name in _files(folder, OUTPUT_SUFFIX):
-            found.append((_mtime(folder / name), folder.name, folder, name))
+        for suffix in OUTPUT_SUFFIXES:
+            for name in _files(folder, suffix):
+                found.append((_mtime(folder / name), folder.name, folder, name))
     found.sort(key=lambda t: -t[0])
     out = []
     for mtime, model, folder, name in found[:MAX_OUTPUTS]:
-        manifest_path = folder / (name[: -len(".mp4")] + MANIFEST_SUFFIX)
+        manifest_path = folder / (Path(name).stem + MANIFEST_SUFFIX)
         manifest = _read_json(manifest_path, limit=1 << 20)
         try:
             size = (folder / name).stat().st_size
