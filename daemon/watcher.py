@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotfolders.names import printable
-from hotfolders.safefs import is_inside
+from hotfolders.safefs import is_inside, kind_of
 from hotfolders.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,6 @@ class Candidate:
     kind: str    # "inbox" | "approved" | "model" | "target"
     path: Path
     owner: str   # the person or model name (the folder it sits in)
-
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
-          stat.S_IFBLK: "a device"}
 
 
 class Listing:
@@ -100,7 +96,7 @@ class Listing:
             elif stat.S_ISREG(mode):
                 files.append(path)
             else:
-                self.ignore(path, f"{_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a "
+                self.ignore(path, f"{kind_of(mode)}, not a "
                                   "regular file; never opened")
         return files, dirs
 

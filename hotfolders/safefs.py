@@ -99,8 +99,9 @@ def ensure_dir(path: str | Path, root: str | Path | None = None) -> Path:
     return path
 
 
-def _kind(mode: int) -> str:
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` is, for a message: "a FIFO", "a socket", "a device"..."""
+    return _KINDS.get(stat.S_IFMT(mode), "a special file")
 
 
 def _human(n: int) -> str:
@@ -129,7 +130,7 @@ def open_regular(path: str | Path, limit: int | None = None) -> BinaryIO:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(path, f"is {_kind(st.st_mode)}, not a regular file; not opened")
+            raise InputError(path, f"is {kind_of(st.st_mode)}, not a regular file; not opened")
         if _confined_to is not None:
             real = _fd_target(fd, path)
             if not (real == _confined_to or real.is_relative_to(_confined_to)):
@@ -294,7 +295,7 @@ def check_image_header(path: str | Path, data: bytes, limit: int = MAX_PIXELS) -
 
 
 __all__ = ["IMAGE_LIMIT", "JSON_LIMIT", "MAX_PIXELS", "TOML_LIMIT", "check_image_header",
-           "check_inside", "check_pixels", "confine", "confinement", "ensure_dir", "image_size",
+           "check_inside", "check_pixels", "kind_of", "confine", "confinement", "ensure_dir", "image_size",
            "is_inside",
            "load_json", "load_toml", "media_path", "open_regular", "read_bytes", "read_head",
            "read_text"]
