@@ -324,7 +324,7 @@ class Worker:
             self._durably(lambda: self._interrupted(job, f"the {kind} process {how}"))
         else:
             message, detail = outcome[1], outcome[2] if len(outcome) > 2 else ""
-            log.error("job %d failed: %s", job_id, printable(message))
+            log.error("job %d failed: %s", job_id, message)
             self._durably(lambda: self._fail(job, message, detail))
         if self.on_finished:
             try:
@@ -345,7 +345,7 @@ class Worker:
                               output=result.get("output"), retries=0)
         if kind == "train":
             self.store.upsert_model(job["model"], status="trained")
-        log.info("job %d done: %s", job_id, printable(result.get("message", "")))
+        log.info("job %d done: %s", job_id, result.get("message", ""))
 
     def _retry_later(self, job: dict, reason: str, counts: bool) -> None:
         """Keep the input where it is and run the job again after a back-off."""
@@ -360,7 +360,7 @@ class Worker:
         self.store.transition(job["id"], status, message, error=reason, **fields)
         if job["kind"] == "train":
             self.store.upsert_model(job["model"], status=f"paused: {reason}")
-        log.warning("job %d: %s", job["id"], printable(message))
+        log.warning("job %d: %s", job["id"], message)
 
     def _interrupted(self, job: dict, reason: str) -> None:
         """A child that died without a word: retried, unless it happened too often."""
@@ -381,8 +381,7 @@ class Worker:
                 moved = move_to_failed(self.config.root, job["kind"], Path(job["input"]),
                                        message, detail)
             except Exception as exc:  # e.g. the disk is full: the input stays where it is
-                log.error("job %d: could not move its input to failed/ (%s)", job["id"],
-                          printable(exc))
+                log.error("job %d: could not move its input to failed/ (%s)", job["id"], exc)
         self.store.transition(job["id"], "failed", message, error=message,
                               output=str(moved) if moved else None, retry_at=None)
         if job["kind"] == "train" and job.get("model"):

@@ -3,7 +3,8 @@
 Messages name files that anybody who can write into a hot folder named, so a file called
 ``clip\\nERROR fake line\\n.mp4`` must not forge log lines or send escape sequences to the
 operator's terminal: every message is passed through :func:`hotfolders.names.printable`
-(tracebacks, which are ours, keep their lines).
+here, once, so daemon code logs names as they are; a traceback keeps its lines, each
+escaped, and a continuation line never starts at the margin.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from .jobs import Worker, move_to_failed
 from .scheduler import Scheduler, housekeeping
 from .sdnotify import notify, watchdog_interval
 from .store import Store
-from .watcher import Candidate, Watcher, ignored
+from .watcher import Candidate, Watcher, ignored, tree
 
 log = logging.getLogger("facedrop")
 
@@ -35,15 +36,9 @@ STUCK_SECONDS = 300.0  # a loop silent this long is hung (a huge file's sha256 t
 def _folder_signature(folder: Path) -> str:
     """A cheap content signature of a folder (names, sizes): did a person change it?
     Links are not followed (a link's own size counts)."""
-    items = []
-    for current, dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(current, name)
-            try:
-                items.append((os.path.relpath(path, folder), os.lstat(path).st_size))
-            except OSError:
-                continue
-    return hashlib.sha256(repr(sorted(items)).encode("utf-8", "surrogateescape")).hexdigest()
+    items = sorted((os.path.relpath(path, folder), st.st_size) for path, st in tree(folder)
+                   if not stat.S_ISDIR(st.st_mode))
+    return hashlib.sha256(repr(items).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _safe_name(name: str) -> bool:
@@ -106,15 +101,14 @@ class Service:
             if twin["path"] == str(path):  # touched, or copied again with the same content
                 store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
                 log.info("%s changed its time but not its content; not processed again",
-                         printable(path.name))
+                         path.name)
                 return
             if Path(twin["path"]).parent == path.parent:
                 store.remember(path, sha, st.st_size, st.st_mtime, twin["job_id"])
                 store.event(twin["job_id"], "duplicate",
                             f"{printable(path.name)} has the same content as "
                             f"{printable(Path(twin['path']).name)}; not processed again")
-                log.info("%s is a duplicate of %s; skipped", printable(path.name),
-                         printable(Path(twin["path"]).name))
+                log.info("%s is a duplicate of %s; skipped", path.name, Path(twin["path"]).name)
                 return
         job_id = store.add_job(kind, path, input_sha256=sha, **{owner: cand.owner})
         store.remember(path, sha, st.st_size, st.st_mtime, job_id)
@@ -148,7 +142,7 @@ class Service:
         except ConfigError as exc:
             message = str(exc).replace(f"{path}: ", "model.toml ")
             self.store.upsert_model(name, status=f"error: {printable(message)}")
-            log.error("%s", printable(exc))
+            log.error("%s", exc)
             return None
 
     def maybe_train(self, name: str | None = None) -> None:
@@ -158,7 +152,7 @@ class Service:
             try:
                 self._maybe_train_one(model)
             except Exception as exc:  # one broken model must not keep the others waiting
-                log.exception("model %s: cannot schedule training", printable(model["name"]))
+                log.exception("model %s: cannot schedule training", model["name"])
                 self.store.upsert_model(model["name"], status=f"error: {printable(exc)}")
 
     def _maybe_train_one(self, model: dict[str, Any]) -> None:

@@ -24,11 +24,10 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotfolders.names import printable
 from hotfolders.safefs import is_inside, kind_of
 from hotfolders.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
@@ -144,23 +143,33 @@ def list_candidates(root: Path) -> list[Candidate]:
     return list_hot_folders(root).candidates
 
 
+def tree(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry below ``folder`` with its own ``lstat`` (links are not followed; an entry
+    that vanishes meanwhile is skipped)."""
+    for current, dirs, files in os.walk(folder):
+        for name in files + dirs:
+            path = os.path.join(current, name)
+            try:
+                yield path, os.lstat(path)
+            except OSError:
+                continue
+
+
 def _signature(path: Path) -> tuple[int, float, int] | None:
     """(size, newest mtime, entry count) of a file or a whole folder; None if it vanished.
     Links inside a folder are not followed (their own size and time count)."""
     try:
         st = path.stat()
-        if not stat.S_ISDIR(st.st_mode):
-            return st.st_size, st.st_mtime, 1
-        size, mtime, count = 0, st.st_mtime, 0
-        for folder, dirs, files in os.walk(path):
-            for name in files + dirs:
-                item = os.lstat(os.path.join(folder, name))
-                size += item.st_size if stat.S_ISREG(item.st_mode) else 0
-                mtime = max(mtime, item.st_mtime)
-                count += 1
-        return size, mtime, count
     except OSError:
         return None
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, st.st_mtime, 1
+    size, mtime, count = 0, st.st_mtime, 0
+    for _, item in tree(path):
+        size += item.st_size if stat.S_ISREG(item.st_mode) else 0
+        mtime = max(mtime, item.st_mtime)
+        count += 1
+    return size, mtime, count
 
 
 class SettleTracker:
@@ -308,14 +317,14 @@ class Watcher:
                 self.on_ready(cand)
                 self._handed[cand] = sig
             except Exception:  # one bad candidate must not stop the watcher; retried later
-                log.exception("could not queue %s", printable(cand.path))
+                log.exception("could not queue %s", cand.path)
             self.keepalive()
         return waiting
 
     def _report_ignored(self, items: dict[str, str]) -> None:
         new = set(items) - set(self._ignored or {})
         for path in sorted(new):
-            log.warning("ignored %s: %s", printable(path), items[path])
+            log.warning("ignored %s: %s", path, items[path])
         if self.on_ignored is not None:
             self.on_ignored(items)
         self._ignored = dict(items)

@@ -57,10 +57,4 @@ def select_gpus(choice: str = "auto") -> list[str]:
     return names
 
 
-def visible_gpus() -> list:
-    """The GPUs TensorFlow will run on (after :func:`select_gpus`)."""
-    tf = quiet.import_tensorflow()
-    return tf.config.get_visible_devices("GPU")
-
-
-__all__ = ["GPU_SETTING", "check_gpu_setting", "select_gpus", "visible_gpus"]
+__all__ = ["GPU_SETTING", "check_gpu_setting", "select_gpus"]

@@ -290,6 +290,7 @@ class VideoWriter:
         self._audio_in = None
         self._audio_out = None
         self._resampler = None  # set when the source's audio is transcoded to AAC
+        self._audio_samples = 0  # AAC samples written (the next audio frame's pts)
         if audio_from is not None:
             self._source = _open(Path(audio_from))
             if self._source.streams.audio:
@@ -311,7 +312,6 @@ class VideoWriter:
         out.layout = layout
         self._resampler = self._av.AudioResampler(format=out.codec_context.format.name,
                                                   layout=layout, rate=rate)
-        self._audio_samples = 0
         log.info("audio %s transcoded to AAC for mp4", codec)
         return out
 
