@@ -1,129 +1,47 @@
-"""``facedrop.toml``: settings with defaults, validation and a commented template.
+"""``facedrop.toml`` and the per-model and per-target settings files, read and checked.
 
-Every key is optional; a missing file means all defaults. Unknown keys are an error (a typo
-should not silently do nothing).
+The settings themselves are declared in :mod:`daemon.settings`; this module turns files into
+frozen values. Every key is optional; a missing file means all defaults. Unknown keys are an
+error (a typo should not silently do nothing).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, fields
+from copy import copy
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import settings
+from .settings import ConfigError, parse_window, shown
+
 CONFIG_NAME = "facedrop.toml"
 
-TEMPLATE = '''# facedrop settings. Every key is optional; the values shown are the defaults.
 
-# Status page (read-only). Keep it on 127.0.0.1 unless a reverse proxy guards it.
-host = "127.0.0.1"
-port = 8765
-
-# A dropped file is taken once its size and modification time have not changed for this long.
-settle_seconds = 5.0
-# Poll the folders every N seconds instead of inotify (for network shares); 0 = inotify.
-poll_seconds = 0
-# Full rescan of the hot folders every N seconds (a safety net: watchers can miss events).
-rescan_seconds = 30
-# Pause new work while the disk holding the root has less free space than this.
-min_free_gb = 2.0
-# Other names the status page answers to (e.g. ["studio-nas.local"]); it always answers to
-# its own host, localhost, 127.0.0.1 and [::1]. Any other Host header gets 421 (DNS rebinding).
-allowed_hosts = []
-# GPUs for training and conversion: "auto" (every GPU TensorFlow sees), "cpu", or indices
-# such as "1" or "0,1". Memory growth is always on (several jobs may share a card).
-gpu = "auto"
-
-[extract]
-every_n = 4        # keep every Nth frame of inbox videos (4 at 25 fps)
-size = 512         # aligned face size in pixels
-min_size = 48      # ignore faces smaller than this in the source frame
-
-[train]
-trainer = "lightweight"   # lightweight | original | dfaker (a model.toml may override)
-batch_size = 16
-iterations = 100000       # stop when a model reaches this (a model.toml may override)
-save_every = 250
-snapshot_every = 25000
-keep_snapshots = 3
-precision = "auto"        # auto | float32 | mixed
-window = "always"         # or e.g. "22:00-07:00": train only at night
-
-[convert]
-color = "avg-color"       # avg-color | color-transfer | match-hist | seamless | none
-mask = "extended"         # extended | components | mesh
-sharpen = "none"          # none | box | gaussian | unsharp
-face_select = "largest"   # several faces in a frame: largest | center | person | all
-label = true              # visible "AI-generated" label (metadata and manifest always say so)
-
-[limits]
-stall_seconds = 600       # a job silent this long is killed and failed (training: 3x as long)
-max_interruptions = 3     # a job cut off this often (crash, OOM kill) fails instead of rerunning
-retry_seconds = 60        # first wait after a transient fault (disk full, I/O error); doubles
-'''
+def _section_class(section: str, namespace: dict[str, Any] | None = None) -> type:
+    """A frozen dataclass of one section's settings, with their defaults."""
+    fields_ = [(s.name, Any, field(default_factory=lambda v=s.default: copy(v)))
+               for s in settings.in_section(section)]
+    return _here(make_dataclass(section.title(), fields_, frozen=True,
+                                namespace=namespace or {}))
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the file and the key."""
+def _here(cls: type) -> type:
+    """Made classes belong to this module (they pickle to a job's child process by name)."""
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class Extract:
-    every_n: int = 4
-    size: int = 512
-    min_size: int = 48
+Extract = _section_class("extract")
+Train = _section_class("train")
+Convert = _section_class("convert")
+Limits = _section_class("limits")
+SECTION_CLASSES = {"extract": Extract, "train": Train, "convert": Convert, "limits": Limits}
+TEMPLATE = settings.template()
 
 
-@dataclass
-class Train:
-    trainer: str = "lightweight"
-    batch_size: int = 16
-    iterations: int = 100000
-    save_every: int = 250
-    snapshot_every: int = 25000
-    keep_snapshots: int = 3
-    precision: str = "auto"
-    window: str = "always"
-
-
-@dataclass
-class Convert:
-    color: str = "avg-color"
-    mask: str = "extended"
-    sharpen: str = "none"
-    face_select: str = "largest"
-    label: bool = True
-
-
-@dataclass
-class Limits:
-    stall_seconds: float = 600.0
-    max_interruptions: int = 3
-    retry_seconds: float = 60.0
-
-    def stall(self, kind: str) -> float:
-        """Seconds a job of ``kind`` may go without reporting progress (training builds and
-        compiles a model and loads every face before its first step: it gets longer)."""
-        return self.stall_seconds * (3 if kind == "train" else 1)
-
-
-SECTIONS = {"extract": Extract, "train": Train, "convert": Convert, "limits": Limits}
-
-
-@dataclass
-class Config:
+@dataclass(frozen=True)
+class _Paths:
     root: Path = Path("facedrop-data")
-    host: str = "127.0.0.1"
-    port: int = 8765
-    settle_seconds: float = 5.0
-    poll_seconds: float = 0.0
-    rescan_seconds: float = 30.0
-    min_free_gb: float = 2.0
-    allowed_hosts: list = field(default_factory=list)
-    gpu: str = "auto"
-    extract: Extract = field(default_factory=Extract)
-    train: Train = field(default_factory=Train)
-    convert: Convert = field(default_factory=Convert)
-    limits: Limits = field(default_factory=Limits)
 
     @property
     def state_dir(self) -> Path:
@@ -134,17 +52,13 @@ class Config:
         return self.state_dir / "state.db"
 
 
-_WINDOW = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
-
-
-def parse_window(text: str) -> tuple[int, int] | None:
-    """``"always"`` -> None; ``"22:00-07:00"`` -> (start, end) in minutes after midnight."""
-    if text == "always":
-        return None
-    m = _WINDOW.match(text)
-    if not m or int(m[1]) > 23 or int(m[3]) > 23 or int(m[2]) > 59 or int(m[4]) > 59:
-        raise ConfigError(f"train.window must be \"always\" or \"HH:MM-HH:MM\", not {text!r}")
-    return int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+Config = _here(make_dataclass(
+    "Config",
+    [(s.name, Any, field(default_factory=lambda v=s.default: copy(v)))
+     for s in settings.in_section("")]
+    + [(name, Any, field(default_factory=cls)) for name, cls in SECTION_CLASSES.items()],
+    bases=(_Paths,), frozen=True))
+Config.__doc__ = "Every setting of ``facedrop.toml`` (see :mod:`daemon.settings`), and the root."
 
 
 def window_open(text: str, minute_of_day: int) -> bool:
@@ -157,40 +71,25 @@ def window_open(text: str, minute_of_day: int) -> bool:
     return minute_of_day >= start or minute_of_day < end  # spans midnight
 
 
-def _apply(obj: Any, data: dict[str, Any], where: str, source: Path) -> None:
-    known = {f.name: f for f in fields(obj)}
+def read_section(section: str, data: Any, place: str, source: object,
+                 where: str | None = None) -> dict[str, Any]:
+    """Checked values of one table of a settings file (``where`` names the table in messages:
+    ``[train]``); an unknown key, or one not allowed at ``place``, is an error."""
+    label = where if where is not None else (f"[{section}]" if section else "")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {label} must be a table")
+    out: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in known or key == "root" and where:
-            raise ConfigError(f"{source}: unknown setting {where}{key!r}")
-        current = getattr(obj, key)
-        if isinstance(current, tuple(SECTIONS.values())):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: [{key}] must be a table")
-            _apply(current, value, f"{key}.", source)
-            continue
-        expected = type(current)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is Path:
-            value = Path(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"{source}: {where}{key} must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
-                              f"not {_shown(value)}")
-        if expected is list and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: {where}{key} must be a list of strings")
-        setattr(obj, key, value)
-
-
-_TYPE_NAMES = {int: "int (a whole number)", float: "float (a number)", str: "str (text in quotes)",
-               bool: "bool (true or false)", list: "a list"}
-
-
-def _shown(value: Any) -> str:
-    """A value for an error message: short, and printable whatever a file held."""
-    from hotfolders.names import printable
-
-    text = printable(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+        s = settings.find(section, key, place)
+        if s is None:
+            known = settings.find(section, key)
+            if known is not None:
+                raise ConfigError(f"{source}: {known.key} may only be set in {CONFIG_NAME} "
+                                  "(the operator's file)")
+            raise ConfigError(f"{source}: unknown setting {label + ' ' if label else ''}"
+                              f"{shown(key)}")
+        out[s.name] = s.parse(value, source)
+    return out
 
 
 def root_from_environment() -> Path | None:
@@ -203,17 +102,23 @@ def root_from_environment() -> Path | None:
 
 def load(root: Path | None = None, config_file: Path | None = None) -> Config:
     """Defaults, then the config file (``ROOT/facedrop.toml`` unless given), then ``root``."""
-    config = Config()
-    path = config_file or ((root or config.root) / CONFIG_NAME)
+    path = config_file or ((root or Config().root) / CONFIG_NAME)
+    top: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     if path.exists():
-        _apply(config, _read_toml(path), "", path)
+        data = _read_toml(path)
+        for name in SECTION_CLASSES:
+            if name in data:
+                sections[name] = SECTION_CLASSES[name](
+                    **read_section(name, data.pop(name), settings.ROOT, path))
+        if "root" in data:
+            top["root"] = Path(str(data.pop("root")))
+        top.update(read_section("", data, settings.ROOT, path))
     elif config_file is not None:
         raise ConfigError(f"{path}: config file not found")
-    if root is not None:
-        config.root = root
-    config.root = config.root.expanduser().resolve()
-    validate(config, path)
-    return config
+    config = Config(**top, **sections)
+    root = root if root is not None else config.root
+    return replace(config, root=Path(root).expanduser().resolve())
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -229,80 +134,47 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def validate(config: Config, source: Path) -> None:
-    from hotfolders.masks import MASK_TYPES
-    from hotfolders.plugins.convert import COLORS, FACE_SELECT, SHARPENERS
-    from hotfolders.plugins.train import TRAINERS
-
-    checks = [
-        (config.train.trainer in TRAINERS, f"train.trainer must be one of {TRAINERS}"),
-        (config.train.precision in ("auto", "float32", "mixed"), "train.precision must be auto, float32 or mixed"),
-        (config.convert.color in COLORS, f"convert.color must be one of {COLORS}"),
-        (config.convert.mask in MASK_TYPES, f"convert.mask must be one of {MASK_TYPES}"),
-        (config.convert.sharpen in SHARPENERS, f"convert.sharpen must be one of {SHARPENERS}"),
-        (config.convert.face_select in FACE_SELECT,
-         f"convert.face_select must be one of {FACE_SELECT}"),
-        (config.extract.every_n >= 1, "extract.every_n must be at least 1"),
-        (config.extract.size >= 64, "extract.size must be at least 64"),
-        (config.settle_seconds >= 0, "settle_seconds must not be negative"),
-        (0 < config.port < 65536, "port must be 1-65535"),
-        (config.train.batch_size >= 1 and config.train.save_every >= 1,
-         "train.batch_size and train.save_every must be at least 1"),
-        (config.limits.stall_seconds > 0, "limits.stall_seconds must be more than 0"),
-        (config.limits.max_interruptions >= 1, "limits.max_interruptions must be at least 1"),
-        (config.limits.retry_seconds > 0, "limits.retry_seconds must be more than 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{source}: {message}")
-    from hotfolders.devices import check_gpu_setting
-
-    try:
-        check_gpu_setting(config.gpu)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    try:
-        parse_window(config.train.window)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-# --- models/<name>/model.toml --------------------------------------------------------------
-# written by whoever can write into models/: untrusted, validated, and only ever able to break
-# its own model ("error: ..." on the page), never the daemon
-MODEL_TRAIN_KEYS = ("trainer", "iterations", "batch_size", "save_every", "snapshot_every",
-                    "precision")
-
-
-@dataclass
+# --- models/<name>/model.toml and targets/<model>/<stem>.toml ---------------------------------
+# written by whoever can write into models/ or targets/: untrusted, checked against the same
+# declarations, only ever able to break their own model or target ("error: ..." on the page)
+@dataclass(frozen=True)
 class ModelSettings:
-    """A model's pair and its training settings (the root's ``[train]`` where it says none)."""
+    """A model's pair, its training and conversion settings (``facedrop.toml``'s where its
+    ``model.toml`` says nothing), and which training keys it set itself."""
 
     a: str
     b: str
-    train: Train
+    train: Any
+    convert: Any
+    explicit: frozenset[str] = frozenset()
 
 
-def load_model(path: Path, defaults: Train) -> ModelSettings:
-    """Read and check a ``model.toml``; :class:`ConfigError` names the file and the problem."""
-    from dataclasses import replace
+def load_model(path: Path, config: Config) -> ModelSettings:
+    """Read and check a ``model.toml``; :class:`ConfigError` names the file and the key.
 
+    ``[train]`` and ``[convert]`` tables hold that model's settings; training keys may also
+    stand at the top level (the older form).
+    """
     from hotfolders.names import plain_name
 
     data = _read_toml(path)
-    unknown = sorted(set(data) - {"a", "b", *MODEL_TRAIN_KEYS})
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {_shown(unknown)}; a model.toml may hold a, b "
-                          f"and {', '.join(MODEL_TRAIN_KEYS)}")
     a, b = data.pop("a", None), data.pop("b", None)
     for side, person in (("a", a), ("b", b)):
         if not isinstance(person, str) or plain_name(person) is None:
             raise ConfigError(f'{path}: needs {side} = "<person>" (a folder name in approved/), '
-                              f"not {_shown(person)}")
-    train = replace(defaults)
-    _apply(train, data, "", path)
-    validate(Config(train=train), path)
-    return ModelSettings(a, b, train)
+                              f"not {shown(person)}")
+    tables = {name: data.pop(name, {}) for name in ("train", "convert")}
+    train = read_section("train", data, settings.MODEL, path, where="")  # top-level keys
+    train.update(read_section("train", tables["train"], settings.MODEL, path))
+    convert = read_section("convert", tables["convert"], settings.MODEL, path)
+    return ModelSettings(a, b, replace(config.train, **train), replace(config.convert, **convert),
+                         frozenset(train))
+
+
+def load_target(path: Path, convert: Any) -> Any:
+    """A target's own convert settings (``<stem>.toml`` beside it) over ``convert``."""
+    return replace(convert, **read_section("convert", _read_toml(path), settings.TARGET, path,
+                                           where=""))
 
 
 HOT_FOLDERS = ("inbox", "review", "approved", "models", "targets", "output", "failed")

@@ -21,24 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from hotfolders.atomic import write_text
+from hotfolders.errors import InputError
 from hotfolders.names import fit_name, printable
 from hotfolders.safefs import ensure_dir, is_inside
 
 from .config import Config, window_open
 from .faults import backoff
+from .kinds import BY_JOB
 from .sdnotify import notify
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-ADVICE = {
-    "extract": "Check that the file plays and shows a face, then drop it into inbox/<person>/ again.",
-    "clean": "Check the folder holds the faces of one extraction and its alignments.json.gz, "
-             "then move it into approved/<person>/ again.",
-    "convert": "Check that the video plays and that its model has trained, then drop it into "
-               "targets/<model>/ again.",
-    "train": "Check the approved faces of both people and the model.toml, then restart the daemon.",
-}
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -69,7 +62,7 @@ def move_to_failed(root: Path, stage: str, path: Path, message: str, detail: str
             f"why:   {printable(message)}\n"
             f"when:  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
             f"from:  {printable(path)}\n"
-            f"to do: {ADVICE.get(stage, 'See the message above.')}\n")
+            f"to do: {BY_JOB[stage].advice if stage in BY_JOB else 'See the message above.'}\n")
     if detail and detail != "bad input":
         text += f"\ndetails:\n{detail}\n"
     write_text(folder / f"{target.name}.error.txt", text)
@@ -101,6 +94,8 @@ class Worker:
         self.paused_reason = ""
         self.problem = ""             # why the worker cannot work right now (for the status)
         self.on_finished: Callable[[dict, str], None] | None = None
+        # job row -> {topic: value} for its running child (training: the previews to render)
+        self.updates: Callable[[dict], dict[str, Any]] | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
         self.last_tick = time.monotonic()  # liveness, for the systemd watchdog
@@ -144,7 +139,7 @@ class Worker:
                 params = self._runnable(job)
             except Exception as exc:  # e.g. its model vanished: fail this job, not the worker
                 log.warning("job %s cannot run: %s", job["id"], exc)
-                self._fail(job, f"cannot run: {exc}", move=False)
+                self._fail(job, f"cannot run: {exc}", move=isinstance(exc, InputError))
                 continue
             if params is not None:
                 return job, params
@@ -152,12 +147,12 @@ class Worker:
 
     def _should_yield(self, job: dict) -> bool:
         """A running training job yields to waiting work and to a closing window."""
-        if job["kind"] != "train":
+        if not BY_JOB[job["kind"]].preemptible:
             return False
         if not window_open(self.config.train.window, _minute()) or self.paused_reason:
             return True
         try:
-            return any(other["kind"] != "train" and self._runnable(other) is not None
+            return any(not BY_JOB[other["kind"]].preemptible and self._runnable(other) is not None
                        for other in self.store.next_job({job["id"]}))
         except Exception:  # _pick will fail the broken job; training need not stop for it
             return False
@@ -236,8 +231,10 @@ class Worker:
         child.close()
         outcome: tuple | None = None
         stop_sent = False
-        stall = self.config.limits.stall(kind)
+        stall = self.config.limits.stall_seconds * BY_JOB[kind].stall_factor
         last_heard = last_yield_check = time.monotonic()
+        last_update = 0.0  # the first updates go at once
+        sent: dict[str, Any] = {}
         while True:
             self.last_tick = now = time.monotonic()
             if parent.poll(0.2):
@@ -260,11 +257,14 @@ class Worker:
                                      f"{stall:.0f} s and was stopped (hung on this input?)", "")
                 log.error("job %d: no progress for %.0f s; killed", job_id, stall)
                 break
+            if self.updates is not None and now - last_update >= 1.0:
+                last_update = now
+                self._send_updates(job, parent, sent)
             if not stop_sent and (self.stopping.is_set() or
                                   (now - last_yield_check > 1.0 and self._should_yield(job))):
                 last_yield_check = now
-                if kind == "train":
-                    parent.send("stop")  # saves at the next step, then returns
+                if BY_JOB[kind].preemptible:
+                    parent.send("stop")  # training saves at the next step, then returns
                     stop_sent = True
                 elif self.stopping.is_set():
                     proc.terminate()  # extraction/conversion restart cleanly from temp names
@@ -275,6 +275,18 @@ class Worker:
             proc.join()
         parent.close()
         self._finish(job, outcome, proc.exitcode, stop_sent)
+
+    def _send_updates(self, job: dict, pipe, sent: dict[str, Any]) -> None:
+        """Send the child what changed since the last look (a failure only skips this one)."""
+        try:
+            for topic, value in self.updates(job).items():
+                if sent.get(topic) != value:
+                    pipe.send(("update", topic, value))
+                    sent[topic] = value
+        except (OSError, ValueError):  # the child is going away
+            pass
+        except Exception:
+            log.exception("job %d: updates for its process failed", job["id"])
 
     def _progress(self, job: dict, info: dict[str, Any]) -> None:
         """Record a progress report; a database hiccup only loses this one report."""
@@ -342,9 +354,10 @@ class Worker:
             self.store.upsert_model(job["model"], status="paused")
             return
         self.store.transition(job_id, "done", result.get("message", ""), progress=1.0,
-                              output=result.get("output"), retries=0)
+                              output=result.get("output"), retries=0,
+                              iterations=result.get("iterations"))
         if kind == "train":
-            self.store.upsert_model(job["model"], status="trained")
+            self.store.upsert_model(job["model"], status="stopped")
         log.info("job %d done: %s", job_id, result.get("message", ""))
 
     def _retry_later(self, job: dict, reason: str, counts: bool) -> None:
@@ -376,7 +389,7 @@ class Worker:
     def _fail(self, job: dict, message: str, detail: str = "", move: bool = True) -> None:
         """Record the failure; the input of a file or folder job goes to ``failed/``."""
         moved = None
-        if move and job["kind"] in ("extract", "clean", "convert"):
+        if move and BY_JOB[job["kind"]].moves_failed:
             try:
                 moved = move_to_failed(self.config.root, job["kind"], Path(job["input"]),
                                        message, detail)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config, parse_window
+from .kinds import KINDS
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,15 @@ HOUSEKEEPING_MINUTES = 60
 
 
 def stale_temps(root: Path) -> list[tuple[str, Path]]:
-    """(kind, path) of every temp name the stages write under ``review/`` and ``output/``."""
+    """(kind, path) of every temp name the stages write (``review/``, ``output/``: each kind
+    in :mod:`daemon.kinds` says where and which)."""
     found: list[tuple[str, Path]] = []
-    for kind, folder, test in (
-            ("extract", root / "review",
-             lambda p: p.is_dir() and p.name.startswith(".") and p.name.endswith(".partial")),
-            ("convert", root / "output",
-             lambda p: p.is_file() and p.name.startswith(".") and ".part" in p.name)):
-        for owner in folder.glob("*"):
+    for kind in KINDS:
+        if kind.temp_folder is None:
+            continue
+        for owner in (root / kind.temp_folder).glob("*"):
             if owner.is_dir() and not owner.is_symlink():  # never delete through a link
-                found += [(kind, p) for p in owner.iterdir() if test(p)]
+                found += [(kind.job, p) for p in owner.iterdir() if kind.temp(p)]
     return found
 
 

@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from hotfolders.digest import sha256_file
+from hotfolders.errors import InputError
+from hotfolders.model import ModelFolder, describe_stop, stopped
 from hotfolders.names import plain_name, printable
 from hotfolders.safefs import confine, confinement, is_inside
 
-from .config import Config, ConfigError, ModelSettings, init_root, load_model
+from .config import Config, ConfigError, ModelSettings, init_root, load_model, load_target
 from .jobs import Worker, move_to_failed
+from .kinds import BY_JOB
+from .settings import engine_kwargs, in_section, parse_convert_when
+from .stages import CleanParams, ConvertParams, ExtractParams, TrainParams
 from .scheduler import Scheduler, housekeeping
 from .sdnotify import notify, watchdog_interval
 from .store import Store
@@ -32,6 +37,7 @@ log = logging.getLogger("facedrop")
 
 WEB_THREADS = 4  # waitress threads for the status page (one poll per client every 2 s)
 STUCK_SECONDS = 300.0  # a loop silent this long is hung (a huge file's sha256 takes far less)
+MAX_PREVIEWS = 8       # waiting targets a training run renders a preview frame of
 
 def _folder_signature(folder: Path) -> str:
     """A cheap content signature of a folder (names, sizes): did a person change it?
@@ -67,7 +73,8 @@ class Service:
 
     # -- intake: a settled candidate becomes a job --------------------------------------------
     def on_ready(self, cand: Candidate) -> None:
-        if cand.kind in ("inbox", "target"):
+        kind = BY_JOB[cand.kind]
+        if kind.takes == "media":
             fingerprint = self._fingerprint(cand)  # hashing runs outside the lock
             if fingerprint is None:
                 return
@@ -75,7 +82,7 @@ class Service:
                 self._file_job(cand, *fingerprint)
         else:
             with self.lock:
-                {"approved": self._approved, "model": self._model}[cand.kind](cand)
+                (self._folder_job if kind.takes == "folders" else self._model)(cand)
         if self.worker is not None:
             self.worker.wake.set()
 
@@ -94,7 +101,7 @@ class Service:
 
     def _file_job(self, cand: Candidate, sha: str, st: os.stat_result) -> None:
         store, path = self.store, cand.path
-        kind, owner = ("extract", "person") if cand.kind == "inbox" else ("convert", "model")
+        kind, owner = cand.kind, BY_JOB[cand.kind].owner
         twin = store.by_sha(sha)
         twin_job = store.job(twin["job_id"]) if twin and twin["job_id"] else None
         if twin_job is not None and twin_job["status"] != "failed":  # a failure may be retried
@@ -113,15 +120,15 @@ class Service:
         job_id = store.add_job(kind, path, input_sha256=sha, **{owner: cand.owner})
         store.remember(path, sha, st.st_size, st.st_mtime, job_id)
 
-    def _approved(self, cand: Candidate) -> None:
+    def _folder_job(self, cand: Candidate) -> None:
         store, folder = self.store, cand.path
         if not _safe_name(cand.owner):
             return
         signature = _folder_signature(folder)
         seen = store.seen(folder)
-        if seen and seen["sha256"] == signature or store.active_job_for("clean", folder):
+        if seen and seen["sha256"] == signature or store.active_job_for(cand.kind, folder):
             return
-        job_id = store.add_job("clean", folder, person=cand.owner)
+        job_id = store.add_job(cand.kind, folder, **{BY_JOB[cand.kind].owner: cand.owner})
         store.remember(folder, signature, 0, 0.0, job_id)
 
     def _model(self, cand: Candidate) -> None:
@@ -130,7 +137,7 @@ class Service:
         if settings is None:
             return
         self.store.upsert_model(name, a=settings.a, b=settings.b,
-                                status="waiting for approved faces")
+                                max_iterations=settings.train.max_iterations)
         self.maybe_train(name)
 
     def _model_settings(self, name: str) -> ModelSettings | None:
@@ -138,15 +145,16 @@ class Service:
         only that model) and gives None."""
         path = self.root / "models" / name / "model.toml"
         try:
-            return load_model(path, self.config.train)
+            return load_model(path, self.config)
         except ConfigError as exc:
-            message = str(exc).replace(f"{path}: ", "model.toml ")
+            message = str(exc).replace(f"{path}: ", "model.toml: ")
             self.store.upsert_model(name, status=f"error: {printable(message)}")
             log.error("%s", exc)
             return None
 
     def maybe_train(self, name: str | None = None) -> None:
-        """Queue training for models whose two people both have approved faces."""
+        """Queue training for models whose two people both have approved faces, unless they
+        stopped by themselves and nothing since lets them train further."""
         for model in self.store.db["models"].rows_where("a IS NOT NULL" + (" AND name = ?" if name else ""),
                                                         [name] if name else []):
             try:
@@ -156,22 +164,44 @@ class Service:
                 self.store.upsert_model(model["name"], status=f"error: {printable(exc)}")
 
     def _maybe_train_one(self, model: dict[str, Any]) -> None:
-        folder = self.root / "models" / model["name"]
-        if self.store.active_job_for("train", folder):
+        name = model["name"]
+        folder = ModelFolder(self.root / "models" / name)
+        if self.store.active_job_for("train", folder.path):
             return
-        if not (folder / "model.toml").is_file() or not is_inside(folder, self.root):
+        if not (folder / "model.toml").is_file() or not is_inside(folder.path, self.root):
             return
-        settings = self._model_settings(model["name"])
+        settings = self._model_settings(name)
         if settings is None:
             return
-        ready = all(self._approved_faces(p) for p in (settings.a, settings.b))
-        cleaning = self.store.jobs("kind = 'clean' AND status IN ('queued','running')")
-        if not ready or cleaning:
+        if not all(self._approved_faces(p) for p in (settings.a, settings.b)):
+            self.store.upsert_model(name, status="waiting for approved faces")
             return
-        if int(model.get("iterations") or 0) >= settings.train.iterations:
-            return
-        self.store.add_job("train", folder, model=model["name"])
-        self.store.upsert_model(model["name"], status="queued")
+        if self.store.jobs("kind = 'clean' AND status IN ('queued','running')"):
+            return  # faces are changing; decide once they are clean
+        state = folder.state()  # InputError if damaged: the model shows "error: ..."
+        signature = self._train_signature(settings)
+        stop = stopped(state)
+        if stop is not None:
+            known = model.get("trained_with") or signature  # stopped before we knew it
+            capped = int(state.get("iterations") or 0) >= settings.train.max_iterations
+            if known == signature or capped:
+                self.store.upsert_model(name, status="stopped", trained_with=known,
+                                        stopped_at=int(stop.get("iteration") or 0),
+                                        stop_reason=describe_stop(stop))
+                return
+            log.info("model %s stopped at iteration %s; its settings or faces changed: "
+                     "training resumes", name, stop.get("iteration"))
+        self.store.add_job("train", folder.path, model=name)
+        self.store.upsert_model(name, status="queued", trained_with=signature, stopped_at=None,
+                                stop_reason=None)
+
+    def _train_signature(self, settings: ModelSettings) -> str:
+        """What decides whether a stopped model may train further: its stop settings and the
+        approved faces of its two people."""
+        t = settings.train
+        faces = [_folder_signature(self.root / "approved" / p) for p in (settings.a, settings.b)]
+        text = repr((t.stop, t.max_iterations, t.plateau_gain, faces))
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
     def _approved_faces(self, person: str) -> bool:
         folder = self.root / "approved" / person
@@ -179,34 +209,78 @@ class Service:
                 and any(p.suffix == ".png" for p in folder.rglob("*.png")))
 
     # -- job -> stage parameters ------------------------------------------------------------
-    def params(self, job: dict) -> dict[str, Any] | None:
+    def params(self, job: dict) -> Any | None:
+        """The stage's parameters for a job, or None while it must wait."""
         c, root = self.config, str(self.root)
         kind = job["kind"]
         if kind == "extract":
-            return {"root": root, "input": job["input"], "person": job["person"],
-                    "every_n": c.extract.every_n, "size": c.extract.size,
-                    "min_size": c.extract.min_size}
+            return ExtractParams(root, job["input"], job["person"], c.extract.every_n,
+                                 c.extract.size, c.extract.min_size)
         if kind == "clean":
-            return {"root": root, "input": job["input"]}
+            return CleanParams(root, job["input"])
         if kind == "train":
-            settings = load_model(Path(job["input"]) / "model.toml", c.train)
-            t = settings.train
-            return {"root": root, "model_dir": job["input"], "a": settings.a, "b": settings.b,
-                    "trainer": t.trainer, "iterations": t.iterations,
-                    "batch_size": t.batch_size, "save_every": t.save_every,
-                    "snapshot_every": t.snapshot_every, "keep_snapshots": c.train.keep_snapshots,
-                    "precision": t.precision, "gpu": c.gpu}
+            return self._train_params(job)
         if kind == "convert":
-            model_dir = self.root / "models" / job["model"]
-            from hotfolders.model import has_save
-
-            if not has_save(model_dir):  # save/, save.bak/, best/ or a snapshot: as the CLI
-                return None  # waits for the model's first save
-            return {"root": root, "input": job["input"], "model": job["model"],
-                    "model_dir": str(model_dir), "color": c.convert.color, "mask": c.convert.mask,
-                    "sharpen": c.convert.sharpen, "face_select": c.convert.face_select,
-                    "label": c.convert.label, "gpu": c.gpu}
+            return self._convert_params(job)
         return None
+
+    def _train_params(self, job: dict) -> TrainParams:
+        folder = ModelFolder(job["input"])
+        settings = load_model(folder / "model.toml", self.config)
+        train = engine_kwargs(settings.train, "train")
+        if folder.state() is not None:  # fixed at creation: only model.toml may insist
+            for s in in_section("train"):
+                if s.frozen and s.name not in settings.explicit:
+                    train[s.arg or s.name] = None
+        return TrainParams(str(self.root), str(folder.path), settings.a, settings.b, train,
+                           self.config.gpu)
+
+    def _convert_params(self, job: dict) -> ConvertParams | None:
+        folder = ModelFolder(self.root / "models" / job["model"])
+        settings = (self._model_settings(job["model"])
+                    if (folder / "model.toml").is_file() else None)
+        convert = settings.convert if settings else self.config.convert
+        own = Path(job["input"]).with_suffix(".toml")
+        if own.is_file() and is_inside(own, self.root):
+            try:  # the target's own settings: a bad one fails this target, with the reason
+                convert = load_target(own, convert)
+            except ConfigError as exc:
+                raise InputError(Path(job["input"]), str(exc)) from None
+        why = self._not_ready(job, folder, convert.convert_when)
+        if why:
+            message = f"waiting for model {job['model']} ({why})"
+            if job.get("message") != message:
+                self.store.update(job["id"], message=message)
+            return None
+        return ConvertParams(str(self.root), job["input"], job["model"], str(folder.path),
+                             engine_kwargs(convert, "convert"), self.config.gpu)
+
+    def _not_ready(self, job: dict, folder: ModelFolder, convert_when: str) -> str:
+        """Why a target of ``folder`` must wait (``convert_when``), or "" when it may run."""
+        try:
+            state = folder.state()
+        except InputError as exc:
+            return f"its state cannot be read: {exc.reason}"
+        if state is None or not folder.has_save():
+            return "no save yet"
+        when, at = parse_convert_when(convert_when)
+        iterations = int(state.get("iterations") or 0)
+        done = stopped(state) is not None and not self.store.active_job_for("train", folder.path)
+        if when == "first-save" or done or (when == "iterations" and iterations >= at):
+            return ""
+        goal = f"converts at iteration {at}" if when == "iterations" else "converts when it stops"
+        return f"iteration {iterations}, {goal}"
+
+    def updates(self, job: dict) -> dict[str, Any]:
+        """What a running job's child should know now: training renders a preview frame of
+        each target waiting for its model (newest first, at most :data:`MAX_PREVIEWS`)."""
+        if job["kind"] != "train":
+            return {}
+        folder = ModelFolder(job["input"])
+        waiting = self.store.jobs("kind = 'convert' AND model = ? AND status = 'queued'",
+                                  (job["model"],))
+        return {"previews": [(w["input"], str(folder.preview(w["id"])))
+                             for w in sorted(waiting, key=lambda w: -w["id"])[:MAX_PREVIEWS]]}
 
     def finished(self, job: dict, kind: str) -> None:
         """After a job ended (the worker has recorded its outcome already: nothing here can
@@ -217,9 +291,38 @@ class Service:
             folder = Path(job["input"])
             if folder.exists():  # cleaning renamed files: remember the cleaned state
                 self.store.remember(folder, _folder_signature(folder), 0, 0.0, job["id"])
+        if kind == "convert" and job["status"] in ("done", "failed"):
+            ModelFolder(self.root / "models" / job["model"]).preview(job["id"]).unlink(
+                missing_ok=True)
+        if kind == "train" and job["status"] == "done":
+            with self.lock:
+                self.maybe_train(job["model"])  # records where and why it stopped
+                self._convert_again(job["model"])
         if kind in ("clean", "extract"):
             with self.lock:
                 self.maybe_train()
+
+    def _convert_again(self, name: str) -> None:
+        """The model stopped at more iterations than its outputs were made with: convert
+        those targets again (each still in ``targets/<name>/``), once."""
+        model = self.store.model(name)
+        if not model or model.get("stopped_at") is None:
+            return
+        latest = {job["input"]: job for job in sorted(  # the newest job of each target
+            self.store.jobs("kind = 'convert' AND model = ?", (name,)), key=lambda j: j["id"])}
+        for path, job in latest.items():
+            if (job["status"] != "done" or int(job.get("iterations") or 0) >= model["stopped_at"]
+                    or not Path(path).is_file() or not is_inside(path, self.root)):
+                continue
+            seen = self.store.seen(Path(path))
+            if seen and job["input_sha256"] and seen["sha256"] != job["input_sha256"]:
+                continue  # replaced by other content: the watcher has queued that already
+            new = self.store.add_job("convert", path, model=name, input_sha256=job["input_sha256"])
+            self.store.event(new, "queued", f"converting again: the model stopped at iteration "
+                                            f"{model['stopped_at']}, the last output used "
+                                            f"{job.get('iterations')}")
+            log.info("%s: converting %s again with iteration %s", name, Path(path).name,
+                     model["stopped_at"])
 
     def window_changed(self, is_open: bool) -> None:
         """The training window opened or closed: let the worker act on it now."""
@@ -254,6 +357,7 @@ class Service:
         self.store = Store(self.config.db_path)
         self.worker = Worker(self.config, self.store, self.params, self.verbose)
         self.worker.on_finished = self.finished
+        self.worker.updates = self.updates
         self.worker.resume_interrupted()
         housekeeping(self.root, self.store, min_age=0.0)  # nothing runs yet: all temps are stale
         self.watcher = Watcher(self.root, self.on_ready, self.config.settle_seconds,
@@ -294,7 +398,10 @@ class Service:
 
         from web_status.app import create_app
 
-        app = create_app(self.root, allowed_hosts=[self.config.host, *self.config.allowed_hosts])
+        from .settings import describe
+
+        app = create_app(self.root, allowed_hosts=[self.config.host, *self.config.allowed_hosts],
+                         settings=describe(self.config))
         self.web = create_server(app, host=self.config.host, port=self.config.port,
                                  threads=WEB_THREADS, ident="facedrop")
         port = self.web.effective_port

@@ -2,7 +2,9 @@
 
 Each job runs in a child process (spawned, so a crash in native code cannot take the daemon
 down). The child reports progress through a pipe and listens on it for a stop request, which
-training honours at its next step by saving first.
+training honours at its next step by saving first, and for updates (the previews training
+should render). Each stage takes one small frozen parameter object, made by the service from
+the settings; nothing but those values crosses into the child.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,51 @@ from hotfolders.safefs import check_inside, ensure_dir, is_inside, load_json
 
 Report = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL = 0.25  # seconds between progress reports a child sends
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    root: str
+    input: str
+    person: str
+    every_n: int
+    size: int
+    min_size: int
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    root: str
+    input: str
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    root: str
+    model_dir: str
+    a: str
+    b: str
+    train: dict[str, Any]      # the engine's keywords (daemon.settings.engine_kwargs)
+    gpu: str = "auto"
+
+
+@dataclass(frozen=True)
+class ConvertParams:
+    root: str
+    input: str
+    model: str
+    model_dir: str
+    convert: dict[str, Any]    # the engine's keywords (daemon.settings.engine_kwargs)
+    gpu: str = "auto"
+
+
+@dataclass
+class Control:
+    """What the daemon tells a running stage: stop (at the next safe point), and the latest
+    value of each update topic (``previews``: the waiting targets training renders)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    latest: dict[str, Any] = field(default_factory=dict)
 
 
 def _source_sha(folder: Path) -> str | None:
@@ -56,22 +104,22 @@ def review_folder(root: Path, person: str, stem: str, sha: str | None) -> tuple[
         n += 1
 
 
-def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
+def extract_stage(p: ExtractParams, report: Report, control: Control) -> dict[str, Any]:
     """inbox/<person>/<file> -> review/<person>/<stem>/ (faces sorted worst-first + report)."""
     from hotfolders.extract import extract
     from hotfolders.review import review_report
     from hotfolders.sort import sort_faces
 
     report({"message": "reading the input"})
-    source = Path(p["input"])
+    source = Path(p.input)
     sha = sha256_file(source) if source.is_file() else None  # the content as it is now
-    final, done = review_folder(Path(p["root"]), p["person"], fit(source.stem), sha)
+    final, done = review_folder(Path(p.root), p.person, fit(source.stem), sha)
     if done:
         return {"output": str(final), "message": "already extracted"}
     ensure_dir(final.parent)  # never through a link out of the root
     work = final.with_name(f".{final.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
-    summary = extract(source, work, every_n=p["every_n"], size=p["size"], min_size=p["min_size"],
+    summary = extract(source, work, every_n=p.every_n, size=p.size, min_size=p.min_size,
                       sha256=sha,
                       progress=lambda done, total: report({"done": done, "total": total,
                                                            "unit": "frames"}))
@@ -83,13 +131,13 @@ def extract_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> d
     return {"output": str(final), "message": summary.describe()}
 
 
-def clean_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
+def clean_stage(p: CleanParams, report: Report, control: Control) -> dict[str, Any]:
     """approved/<person>/<source>/: prune the alignments to the kept faces, restore names."""
     from hotfolders.alignments import ALIGNMENTS_NAME
     from hotfolders.clean import clean
 
     report({"message": "matching faces to their alignments"})
-    folder = check_inside(Path(p["input"]))
+    folder = check_inside(Path(p.input))
     result = clean(folder, folder / ALIGNMENTS_NAME)
     return {"output": str(folder), "message": result.describe()}
 
@@ -109,30 +157,35 @@ def approved_sets(root: Path, person: str) -> list[Path]:
     return found
 
 
-def train_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
-    """models/<name>/: train on every approved source of persons a and b."""
+def train_stage(p: TrainParams, report: Report, control: Control) -> dict[str, Any]:
+    """models/<name>/: train on every approved source of persons a and b; at each save, render
+    the preview frames of the targets waiting for this model."""
     from hotfolders.training import train
 
     report({"message": "loading faces and building the model"})
-    select_gpus(p.get("gpu", "auto"))
-    root = Path(p["root"])
-    check_inside(p["model_dir"])
-    dirs = {side: approved_sets(root, p[side]) for side in ("a", "b")}
+    select_gpus(p.gpu)
+    root = Path(p.root)
+    check_inside(p.model_dir)
     last = [0.0]
+    total = p.train.get("iterations")
 
     def callback(event: dict[str, Any]) -> None:
         now = time.monotonic()
         if event.get("event") == "save" or now - last[0] > 0.5:
             last[0] = now
-            report({"done": event["iteration"], "total": p["iterations"], "unit": "iterations",
-                    **event})
+            report({"done": event["iteration"], "total": total, "unit": "iterations", **event})
 
-    result = train(dirs["a"], dirs["b"], p["model_dir"], trainer=p.get("trainer"),
-                   batch_size=p["batch_size"], iterations=p["iterations"],
-                   save_every=p["save_every"], snapshot_every=p["snapshot_every"],
-                   keep_snapshots=p["keep_snapshots"], precision=p["precision"],
-                   callback=callback, stop_event=stop)
-    return {"output": str(p["model_dir"]), "iterations": result.iterations,
+    def previews() -> list[tuple[Path, Path]]:
+        """The waiting targets (the daemon's latest word), each checked to be a target of
+        this model inside the root, and where its preview goes."""
+        folder = root / "targets" / Path(p.model_dir).name
+        return [(Path(src), Path(pic)) for src, pic in control.latest.get("previews", ())
+                if Path(src).parent == folder and is_inside(src, root)
+                and Path(pic).parent == Path(p.model_dir) / "previews"]
+
+    result = train(approved_sets(root, p.a), approved_sets(root, p.b), p.model_dir,
+                   callback=callback, stop_event=control.stop, previews=previews, **p.train)
+    return {"output": str(p.model_dir), "iterations": result.iterations,
             "stopped_because": result.stopped_because,
             "message": f"{result.iterations} iterations, stopped: {result.stopped_because}"}
 
@@ -163,22 +216,21 @@ def output_path(root: Path, model: str, source: Path, sha: str | None) -> Path:
         n += 1
 
 
-def convert_stage(p: dict[str, Any], report: Report, stop: threading.Event) -> dict[str, Any]:
+def convert_stage(p: ConvertParams, report: Report, control: Control) -> dict[str, Any]:
     """targets/<model>/<video> -> output/<model>/<stem>_swapped.mp4 (+ provenance)."""
     from hotfolders.convert import convert
 
     report({"message": "loading the model"})
-    select_gpus(p.get("gpu", "auto"))
-    source = Path(p["input"])
+    select_gpus(p.gpu)
+    source = Path(p.input)
     sha = sha256_file(source) if source.is_file() else None
-    out = output_path(Path(p["root"]), p["model"], source, sha)
+    out = output_path(Path(p.root), p.model, source, sha)
     ensure_dir(out.parent)
-    result = convert(source, p["model_dir"], out, color=p["color"], mask=p["mask"],
-                     sharpen=p["sharpen"], face_select=p["face_select"], label=p["label"],
-                     sha256=sha,
+    result = convert(source, p.model_dir, out, sha256=sha, **p.convert,
                      progress=lambda done, total: report({"done": done, "total": total,
                                                           "unit": "frames"}))
-    return {"output": str(result.output), "message": result.describe()}
+    return {"output": str(result.output), "iterations": result.iterations,
+            "message": result.describe()}
 
 
 STAGES = {"extract": extract_stage, "clean": clean_stage, "train": train_stage,
@@ -201,7 +253,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -> None:
+def child_main(kind: str, params: Any, conn, verbose: bool = False) -> None:
     """Entry point of a job's child process."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
@@ -218,8 +270,8 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(f"%(levelname)s {kind}: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
-    confine(params["root"])  # whatever the input says, nothing outside the root is touched
-    stop = threading.Event()
+    confine(params.root)  # whatever the input says, nothing outside the root is touched
+    control = Control()
     lock = threading.Lock()
 
     def send(message: tuple) -> None:
@@ -228,11 +280,12 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
 
     def listen() -> None:
         try:
-            while conn.recv() != "stop":
-                pass
+            while (message := conn.recv()) != "stop":
+                if isinstance(message, tuple) and len(message) == 3 and message[0] == "update":
+                    control.latest[message[1]] = message[2]
         except (EOFError, OSError):
             pass
-        stop.set()
+        control.stop.set()
 
     last = [0.0]
 
@@ -246,7 +299,7 @@ def child_main(kind: str, params: dict[str, Any], conn, verbose: bool = False) -
     threading.Thread(target=listen, name="stop-listener", daemon=True).start()
     progress({"message": f"starting {kind}"})
     try:
-        result = STAGES[kind](params, progress, stop)
+        result = STAGES[kind](params, progress, control)
         send(("done", result))
     except Exception as exc:  # reported, not raised: the daemon records and carries on
         reason = transient_reason(exc)

@@ -1,7 +1,8 @@
 """The daemon's state in SQLite (``<root>/.facedrop/state.db``, WAL), via sqlite-utils.
 
 One writer: the daemon's main process owns the only writing connection and serialises writes
-with a lock; the status page and ``facedrop status`` open the file read-only.
+with a lock; the status page and ``facedrop status`` open the file read-only, through one
+reader (:mod:`web_status.queries`, :class:`web_status.status.StatusReader`).
 
 Schema (version 1):
 
@@ -24,6 +25,14 @@ running job was cut off by a crash, a kill or a signal: at the limit it fails in
 running again) and the ``ignored`` table: path, reason, at — what the watcher saw in a hot
 folder and will not touch (links out of the root, FIFOs, files that are not media), for the
 page.
+
+Version 3 adds ``jobs.iterations`` (the model iterations a training job reached or a
+conversion used: a target is converted again when its model stopped at more),
+``models.trained_with`` (what the last training ran with: the stop settings and the approved
+faces; a stopped model resumes when that changes and its cap allows), ``models.stopped_at``
+(the iteration where the model stopped by itself, NULL while it may train) and
+``models.stop_reason`` (where and why it stopped, for the page) and ``models.max_iterations``
+(its cap, from its settings: the page reads no settings files).
 """
 from __future__ import annotations
 
@@ -36,7 +45,8 @@ from typing import Any
 
 import sqlite_utils
 
-PRIORITY = {"extract": 10, "clean": 10, "convert": 20, "train": 30}
+from .kinds import PRIORITY
+
 ACTIVE = ("queued", "running", "paused")
 
 # how long a write waits for another writer (a reader never blocks one: WAL) before the
@@ -70,6 +80,13 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
         "CREATE TABLE ignored (path TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL)",
+    ],
+    [  # 3
+        "ALTER TABLE jobs ADD COLUMN iterations INTEGER",
+        "ALTER TABLE models ADD COLUMN trained_with TEXT",
+        "ALTER TABLE models ADD COLUMN stopped_at INTEGER",
+        "ALTER TABLE models ADD COLUMN stop_reason TEXT",
+        "ALTER TABLE models ADD COLUMN max_iterations INTEGER",
     ],
 ]
 
@@ -209,6 +226,10 @@ class Store:
         with self.lock:
             self.db["models"].upsert({"name": name, **fields, "updated_at": time.time()}, pk="name")
 
+    def model(self, name: str) -> dict[str, Any] | None:
+        rows = list(self.db["models"].rows_where("name = ?", [name]))
+        return rows[0] if rows else None
+
     def record_loss(self, model: str, iteration: int, loss_a: float, loss_b: float) -> None:
         with self.lock:
             self.db["losses"].upsert({"model": model, "iteration": iteration, "loss_a": loss_a,
@@ -223,46 +244,3 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
-
-
-def read_only(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection for status readers, or None if the daemon never ran."""
-    if not Path(path).exists():
-        return None
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
-def snapshot(path: Path, recent_failures: int = 10) -> dict[str, Any]:
-    """What ``facedrop status`` shows: queue, running jobs, models, recent failures."""
-    conn = read_only(path)
-    if conn is None:
-        return {"daemon": None, "running": [], "queue": [], "models": [], "failures": [],
-                "counts": {}, "ignored": []}
-    try:
-        q = lambda sql, *p: [dict(r) for r in conn.execute(sql, p)]
-        daemon = {r["key"]: r["value"] for r in q("SELECT key, value FROM daemon")}
-        return {
-            "daemon": daemon or None,
-            "counts": {r["status"]: r["n"] for r in q(
-                "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")},
-            "running": q("SELECT * FROM jobs WHERE status = 'running' ORDER BY id"),
-            "queue": q("SELECT * FROM jobs WHERE status IN ('queued', 'paused') "
-                       "ORDER BY priority, id"),
-            "models": q("SELECT * FROM models ORDER BY name"),
-            "failures": q("SELECT * FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC "
-                          "LIMIT ?", recent_failures),
-            "ignored": _rows_if_table(q, "SELECT path, reason, at FROM ignored ORDER BY path"),
-        }
-    finally:
-        conn.close()
-
-
-def _rows_if_table(q, sql: str) -> list[dict[str, Any]]:
-    """Rows of a table a database written by an older facedrop may not have yet."""
-    try:
-        return q(sql)
-    except sqlite3.OperationalError:
-        return []

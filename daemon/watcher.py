@@ -31,6 +31,8 @@ from pathlib import Path
 from hotfolders.safefs import is_inside, kind_of
 from hotfolders.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
+from .kinds import KINDS, SETTINGS_FILE, WATCHED, Kind
+
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".partial", ".download", "~")
@@ -38,7 +40,6 @@ LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "@eaDir", ".Trashes", "__MACO
           ".stfolder", ".Spotlight-V100", "$RECYCLE.BIN"}
 MEDIA = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 MEDIA_LIST = " ".join(sorted(e.lstrip(".") for e in VIDEO_EXTENSIONS))
-WATCHED = ("inbox", "approved", "models", "targets")
 
 
 def ignored(name: str) -> bool:
@@ -51,7 +52,7 @@ def ignored(name: str) -> bool:
 class Candidate:
     """Something in a hot folder that may become a job."""
 
-    kind: str    # "inbox" | "approved" | "model" | "target"
+    kind: str    # the job it becomes (daemon.kinds): "extract", "clean", "train", "convert"
     path: Path
     owner: str   # the person or model name (the folder it sits in)
 
@@ -99,44 +100,46 @@ class Listing:
                                   "regular file; never opened")
         return files, dirs
 
-    def media(self, kind: str, owner: Path, where: str) -> None:
+    def media(self, kind: Kind, owner: Path) -> None:
+        where = f"{kind.folder}/{owner.name}/"
         files, dirs = self.entries(owner)
         for f in files:
             if f.suffix.lower() in MEDIA:
-                self.candidates.append(Candidate(kind, f, owner.name))
-            else:
+                self.candidates.append(Candidate(kind.job, f, owner.name))
+            elif f.suffix.lower() not in kind.sidecars:  # a target's own settings stay
                 self.ignore(f, f"not a video ({MEDIA_LIST}) or photo; {where} takes only those")
         for d in dirs:
             self.ignore(d, f"a folder inside {where}; drop the videos themselves")
+
+    def folders(self, kind: Kind, owner: Path) -> None:
+        self.candidates += [Candidate(kind.job, d, owner.name) for d in self.entries(owner)[1]]
+
+    def settings(self, kind: Kind, owner: Path) -> None:
+        toml = owner / SETTINGS_FILE
+        if toml in self.entries(owner)[0]:
+            self.candidates.append(Candidate(kind.job, toml, owner.name))
 
 
 def list_hot_folders(root: Path) -> Listing:
     """Everything in the hot folders that could be work (in a stable order), and what is
     ignored there."""
     out = Listing(root)
-    for name in WATCHED:
-        if not is_inside(root / name, root):
-            out.ignore(root / name, "the hot folder itself leads outside the facedrop root")
-    loose = "drop files into a sub-folder named for the {} (e.g. {}/alice/)"
-    files, people = out.entries(root / "inbox")
-    for f in files:
-        out.ignore(f, loose.format("person", "inbox"))
-    for person in people:
-        out.media("inbox", person, f"inbox/{person.name}/")
-    _, people = out.entries(root / "approved")
-    for person in people:
-        out.candidates += [Candidate("approved", d, person.name) for d in out.entries(person)[1]]
-    files, models = out.entries(root / "models")
-    for model in models:
-        toml = model / "model.toml"
-        if toml in out.entries(model)[0]:
-            out.candidates.append(Candidate("model", toml, model.name))
-    files, models = out.entries(root / "targets")
-    for f in files:
-        out.ignore(f, loose.format("model", "targets").replace("alice", "<model>"))
-    for model in models:
-        out.media("target", model, f"targets/{model.name}/")
+    for kind in KINDS:
+        top = root / kind.folder
+        if not is_inside(top, root):
+            out.ignore(top, "the hot folder itself leads outside the facedrop root")
+        files, owners = out.entries(top)
+        if kind.takes == "media":
+            for f in files:
+                out.ignore(f, f"drop files into a sub-folder named for the {kind.owner} "
+                              f"(e.g. {kind.folder}/{'alice' if kind.owner == 'person' else '<model>'}/)")
+        take = {"media": out.media, "folders": out.folders, "settings": out.settings}[kind.takes]
+        for owner in owners:
+            take(kind, owner)
     return out
+
+
+_BY_SETTINGS = {k.folder for k in KINDS if k.takes == "settings"}
 
 
 def list_candidates(root: Path) -> list[Candidate]:
@@ -271,8 +274,8 @@ class Watcher:
             if parts[:len(base)] != base or len(parts) <= len(base) + 2:
                 continue
             top = parts[len(base):len(base) + 3]
-            marks.add(self.root.joinpath(*top) if top[0] != "models"
-                      else self.root.joinpath(*top[:2], "model.toml"))
+            marks.add(self.root.joinpath(*top[:2], SETTINGS_FILE) if top[0] in _BY_SETTINGS
+                      else self.root.joinpath(*top))
         if marks:
             with self._dirty_lock:
                 self._dirty |= marks

@@ -73,6 +73,7 @@ class ConvertResult:
     faces_swapped: int = 0
     frames_detected: int = 0  # frames whose landmarks were detected (not from alignments)
     seconds: float = 0.0
+    iterations: int = 0       # of the model save that made it (also in the manifest)
     settings: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -474,7 +475,7 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
     swapper = FaceSwapper(model, settings)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(output)
-    result = ConvertResult(output, None, settings=settings.as_dict())
+    result = ConvertResult(output, None, settings=settings.as_dict(), iterations=model.iterations)
     faces_of = FrameFaces(aligned, face_select, record)
     pipe = _Pipeline()
     batches: queue.Queue = queue.Queue(maxsize=2)
@@ -579,7 +580,7 @@ def _convert_images(jobs: list[tuple[Path, Path]], output: Path, model_dir, sett
 
     model = model or load_swap_model(model_dir)
     swapper = FaceSwapper(model, settings)
-    result = ConvertResult(output, None, settings=settings.as_dict())
+    result = ConvertResult(output, None, settings=settings.as_dict(), iterations=model.iterations)
     tags = container_tags(model.name, model.iterations, model.trainer)
     model_info = {"name": model.name, "trainer": model.trainer, "iterations": model.iterations,
                   "path": str(model_dir) if model_dir is not None else None}

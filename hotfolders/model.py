@@ -9,7 +9,11 @@ Layout of ``models/<name>/``::
     best/                   the save with the lowest loss so far (the last fallback)
     snapshots/<iterations>/ periodic copies, the last few kept
     timelapse/<iterations>.jpg, timelapse/samples.npz
+    previews/<key>.jpg      a waiting target's frame swapped by the latest save
     loss.csv                iteration, loss_a, loss_b
+    coverage.json, .png     does B cover A's poses (advice)
+
+:class:`ModelFolder` owns these names: the trainer, the daemon and the status page ask it.
 
 A save is written into a temporary folder, fsynced, and swapped in with renames, so a kill at
 any moment leaves either the new save or the previous one intact; loading tries ``save``, then
@@ -97,6 +101,76 @@ def clean_temporary(model_dir: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+class ModelFolder:
+    """The layout of one model folder, and the questions asked of it.
+
+    ``ready`` is the daemon's "may its targets be converted": the model stopped by itself
+    (a plateau, or its cap) and has a save to convert with.
+    """
+
+    STATE, LOSS_LOG, TIMELAPSE, SNAPSHOTS, PREVIEWS = (
+        "state.json", "loss.csv", "timelapse", "snapshots", "previews")
+    COVERAGE_JSON, COVERAGE_PNG = "coverage.json", "coverage.png"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ModelFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def state(self) -> dict[str, Any] | None:
+        """The readers' copy of the state (see :func:`read_state`); InputError if damaged."""
+        return read_state(self.path)
+
+    def saves(self) -> list[Path]:
+        return candidate_saves(self.path)
+
+    def has_save(self) -> bool:
+        return bool(self.saves())
+
+    @property
+    def timelapse(self) -> Path:
+        return self.path / self.TIMELAPSE
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / self.SNAPSHOTS
+
+    @property
+    def loss_log(self) -> Path:
+        return self.path / self.LOSS_LOG
+
+    def preview(self, key: str | int) -> Path:
+        """Where the preview frame of waiting target ``key`` (the daemon: its job id) goes."""
+        return self.path / self.PREVIEWS / f"{key}.jpg"
+
+
+def stopped(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where and why a model stopped by itself (``{"reason", "iteration", ...}``), or None."""
+    value = (state or {}).get("stopped")
+    return value if isinstance(value, dict) else None
+
+
+def describe_stop(record: dict[str, Any] | None) -> str:
+    """One line for a model's ``stopped`` record: where and why it stopped."""
+    if not record:
+        return ""
+    where = f"iteration {record.get('iteration')}"
+    if record.get("reason") == "plateau":
+        gain = record.get("gain")
+        return (f"stopped at {where}: the loss improved by {100 * (gain or 0):.2f}% over its last "
+                f"{record.get('window', '?')} saves (less than "
+                f"{100 * record.get('threshold', 0.01):g}%)")
+    return f"stopped at {where}: reached max_iterations ({record.get('max_iterations')})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +291,14 @@ def save_checkpoint(model_dir: Path, nets: Networks, optimizer, state: dict[str,
     write_json(model_dir / "state.json", state)
 
 
+def rewrite_state(model_dir: Path, state: dict[str, Any]) -> None:
+    """Replace the state of the current save and the readers' copy, weights untouched (a
+    model that stopped without training further records why). Each file is replaced by a
+    rename, so ``best/`` or a snapshot sharing the save's files by hard link keeps its own."""
+    write_json(Path(model_dir) / SAVE / "state.json", state)
+    write_json(Path(model_dir) / "state.json", state)
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     """Hard-link (saves are written once and never changed in place), else copy."""
     try:
@@ -275,10 +357,6 @@ def candidate_saves(model_dir: Path) -> list[Path]:
         out += sorted((p for p in snaps.iterdir() if p.is_dir() and p.name.isdigit()),
                       key=lambda p: int(p.name), reverse=True)
     return [p for p in out if p.is_dir()]
-
-
-def has_save(model_dir: str | Path) -> bool:
-    return bool(candidate_saves(Path(model_dir)))
 
 
 def load_checkpoint(model_dir: Path, nets: Networks, optimizer=None
@@ -394,7 +472,7 @@ def load_swap_model(model_dir: str | Path) -> SwapModel:
     if not model_dir.is_dir():
         raise InputError(model_dir, "model folder not found")
     state = read_state(model_dir)
-    if state is None or not has_save(model_dir):
+    if state is None or not candidate_saves(model_dir):
         raise InputError(model_dir, "model has no save yet (train it first)")
     try:
         nets = Networks(state["trainer"], "float32")

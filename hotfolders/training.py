@@ -27,8 +27,8 @@ from .dataset import FaceSet, batches, load_faces, sample_indices
 from .errors import InputError
 from .masks import MASK_TYPES
 from .model import (BEST, DAMAGED, FROZEN, SAVE, STATE_VERSION, Networks, candidate_saves,
-                    clean_temporary, copy_save, load_checkpoint, now, read_state,
-                    save_checkpoint)
+                    clean_temporary, copy_save, describe_stop, load_checkpoint, now,
+                    read_state, rewrite_state, save_checkpoint)
 from .plugins.train import DEFAULT_TRAINER, TRAINERS, load_trainer
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,14 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 
 LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
 PRECISIONS = ("auto", "float32", "mixed")
+STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
                             "loss": "mae+dssim"}
 EYE_MOUTH_WEIGHT = 3.0    # loss weight of eyes and mouth relative to the rest of the face
 LEARNING_RATE = 5e-5      # Adam, beta_1 0.5, beta_2 0.99: faceswap's defaults
 PLATEAU_MIN_SAVES = 4     # --stop-on-plateau compares the last window of saves with the one
 PLATEAU_SHARE = 0.2       # before; a window is 20 % of the saves so far (at least 4 saves) ...
-PLATEAU_GAIN = 0.01       # ... and training stops when it gained less than 1 %
+PLATEAU_GAIN = 0.01       # ... and training stops when it gained less than 1 % (by default)
 SAMPLES = 6               # timelapse faces per side
 
 
@@ -212,18 +213,19 @@ class LossLog:
         self._fh.close()
 
 
-def plateau_gain(history: Sequence[Sequence[float]]) -> float | None:
+def loss_gain(history: Sequence[Sequence[float]], since: int = 0) -> float | None:
     """Relative loss gain of the last window of saves over the window before it.
 
-    ``history`` rows are ``[iteration, loss_a, loss_b]`` (mean losses between saves). A window
-    is 20 % of the saves so far, at least 4, so late in training the comparison spans more
-    iterations — the walkthrough's "the gain gets small", measured. None until there are two
-    windows.
+    ``history`` rows are ``[iteration, loss_a, loss_b]`` (mean losses between saves); only
+    rows after iteration ``since`` count (a model that resumes after it stopped — more faces,
+    a higher cap — measures its new stretch on its own). A window is 20 % of those saves, at
+    least 4, so late in training the comparison spans more iterations: the walkthrough's "the
+    gain gets small", measured. None until there are two windows.
     """
-    window = max(PLATEAU_MIN_SAVES, int(len(history) * PLATEAU_SHARE))
-    if len(history) < 2 * window:
+    totals = [float(h[1]) + float(h[2]) for h in history if h[0] > since]
+    window = max(PLATEAU_MIN_SAVES, int(len(totals) * PLATEAU_SHARE))
+    if len(totals) < 2 * window:
         return None
-    totals = [float(h[1]) + float(h[2]) for h in history]
     before = float(np.mean(totals[-2 * window:-window]))
     recent = float(np.mean(totals[-window:]))
     return (before - recent) / before if before > 0 else 0.0
@@ -231,6 +233,41 @@ def plateau_gain(history: Sequence[Sequence[float]]) -> float | None:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+class _PreviewRenderer:
+    """Renders the waiting targets' preview frames at each save (hotfolders.preview) with the
+    weights being trained. A preview that fails is logged; it never stops training."""
+
+    def __init__(self, wanted: Callable[[], list[tuple[Path, Path]]], nets: Networks,
+                 state: dict[str, Any]) -> None:
+        from .preview import Previews
+
+        self.wanted = wanted
+        self.nets = nets
+        self.state = state
+        self.previews = Previews()
+        self.swapper = None
+
+    def __call__(self, iteration: int) -> None:
+        try:
+            wanted = self.wanted()
+            if not wanted:
+                return
+            if self.swapper is None:
+                from .convert import FaceSwapper, Settings
+                from .model import SwapModel
+
+                s = self.state
+                model = SwapModel(str(s.get("name", "")), s["trainer"], iteration,
+                                  self.nets.input_size, self.nets.output_size,
+                                  float(s["coverage"]), float(s["padding"]), self.nets,
+                                  str(s.get("mask", "extended")))
+                self.swapper = FaceSwapper(model, Settings())
+            self.swapper.model.iterations = iteration
+            self.previews.update(wanted, self.swapper)
+        except Exception as exc:  # a preview is a courtesy: training goes on without it
+            log.warning("preview frames not rendered at iteration %d: %s", iteration, exc)
+
 
 def _check_frozen(state: dict[str, Any], wanted: dict[str, Any], model_dir: Path) -> None:
     for key, value in wanted.items():
@@ -326,16 +363,23 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
           timelapse_a: Sequence[str | Path] | None = None,
           timelapse_b: Sequence[str | Path] | None = None, precision: str = "auto",
           mask: str | None = None, loss: str | None = None, coverage: float | None = None,
-          stop_on_plateau: bool = False, learning_rate: float = LEARNING_RATE,
+          stop: str = "iterations", plateau_gain: float = PLATEAU_GAIN,
+          learning_rate: float = LEARNING_RATE,
           callback: Callback | None = None, stop_event: threading.Event | None = None,
-          progress: Progress | None = None, seed: int | None = None) -> TrainResult:
+          progress: Progress | None = None, seed: int | None = None,
+          previews: Callable[[], list[tuple[Path, Path]]] | None = None) -> TrainResult:
     """Train (or resume) the model in ``model_dir`` on the faces of A and B.
 
     ``trainer``, ``mask``, ``loss`` and ``coverage`` are fixed when the model is created
     (defaults: lightweight, extended, mae+dssim, 0.85); None means "as created", another value
     raises InputError. Training stops at ``iterations`` (a total, counted across resumes), when
-    ``stop_event`` is set (at the next step), or with ``stop_on_plateau`` when the loss stopped
-    improving; it saves before returning. ``callback`` receives ``{"iteration", "loss_a",
+    ``stop_event`` is set (at the next step), or with ``stop = "plateau"`` when the loss
+    improved by less than ``plateau_gain`` (see :func:`loss_gain`); it saves before
+    returning. Stopping by itself (plateau or ``iterations``) is recorded in the state as
+    ``stopped`` (reason, iteration, gain); training such a model again starts a new stretch
+    whose plateau is measured on its own. ``previews()``, asked at every save, lists
+    ``(target, picture)`` pairs: each target's preview frame, swapped by the current weights,
+    is written to its picture (see :mod:`hotfolders.preview`). ``callback`` receives ``{"iteration", "loss_a",
     "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
     ``progress(iteration, total, info)`` is for progress bars. ``seed`` makes a run
     repeatable: the augmentation and, for a new model, the initial weights (default: the
@@ -371,6 +415,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
               keep_snapshots)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {', '.join(STOPS)}")
     if model_dir.is_dir() and not os.access(model_dir, os.W_OK | os.X_OK):
         raise InputError(model_dir, "model folder is not writable")
     plugin = load_trainer(trainer_name)
@@ -425,6 +471,10 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         timelapse.save_samples(samples_path, *samples)
 
     start_iter = int(state["iterations"])
+    if state.get("stopped"):  # it had stopped by itself: this is a new stretch
+        state["stopped"] = None
+        state["stretch_from"] = start_iter
+    stretch_from = int(state.get("stretch_from") or 0)
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
     log.info("training %s (%s, %s) from iteration %d on %d A / %d B faces", model_dir.name,
@@ -437,6 +487,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     gain: float | None = None
     stopped = "iterations"
     timed_from, timed_steps = None, 0
+    preview_pictures = _PreviewRenderer(previews, nets, state) if previews else None
     total_target = iterations or 0
 
     def rate() -> float:
@@ -453,8 +504,17 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                      faces=[len(faces_a), len(faces_b)])
         if window:
             state["history"].append([iteration, round(mean_a, 6), round(mean_b, 6)])
-        gain = plateau_gain(state["history"])
+        gain = loss_gain(state["history"], since=stretch_from)
         state["plateau_gain"] = gain
+        if stop == "plateau" and gain is not None and gain < plateau_gain:
+            state["stopped"] = {"reason": "plateau", "iteration": iteration, "gain": gain,
+                                "threshold": plateau_gain, "at": now(),
+                                "window": max(PLATEAU_MIN_SAVES, int(
+                                    sum(h[0] > stretch_from for h in state["history"])
+                                    * PLATEAU_SHARE))}
+        elif iterations is not None and iteration >= iterations:
+            state["stopped"] = {"reason": "iterations", "iteration": iteration,
+                                "max_iterations": iterations, "at": now()}
         losses.flush()
         is_best = state.get("best_loss") is None or mean_a + mean_b < state["best_loss"]
         if is_best:
@@ -468,6 +528,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
             _prune_snapshots(model_dir / "snapshots", keep_snapshots)
         timelapse.write(model_dir / "timelapse" / f"{iteration}.jpg",
                         timelapse.render(nets, samples[0], samples[1], iteration))
+        if preview_pictures is not None:
+            preview_pictures(iteration)
         last_saved = iteration
         window.clear()
         log.info("saved %s at iteration %d (loss A %.4f, B %.4f%s)", model_dir.name, iteration,
@@ -507,16 +569,20 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                          {"loss_a": la, "loss_b": lb, "img_s": speed, "eta_s": left})
             if iteration % save_every == 0 or (snapshot_every and iteration % snapshot_every == 0):
                 do_save()
-                if stop_on_plateau and gain is not None and gain < PLATEAU_GAIN:
-                    stopped = "plateau"
+                if state.get("stopped"):
                     break
         if iteration > last_saved:
             do_save()
+        elif iterations is not None and iteration >= iterations and not state.get("stopped"):
+            state["stopped"] = {"reason": "iterations", "iteration": iteration,  # nothing to do
+                                "max_iterations": iterations, "at": now()}
+            rewrite_state(model_dir, state)
+        if state.get("stopped"):
+            stopped = state["stopped"]["reason"]
     finally:
         data.close()
         losses.close()
-    if stopped == "plateau":
-        log.info("stopped %s at iteration %d: the loss gained %.2f%% over the last saves",
-                 model_dir.name, iteration, 100 * (gain or 0.0))
+    if state.get("stopped"):
+        log.info("%s %s", model_dir.name, describe_stop(state["stopped"]))
     return TrainResult(model_dir, iteration, la, lb, stopped, time.perf_counter() - started,
                        rate(), start_iter, policy, loaded_from, gain, warnings)

@@ -16,15 +16,76 @@ def test_template_is_the_defaults(tmp_path):
 
 
 def test_every_setting_is_documented_in_the_template():
-    for section in (cfg.Config(), *(kind() for kind in cfg.SECTIONS.values())):
-        for name in section.__dataclass_fields__:
-            if name == "root" or name in cfg.SECTIONS:
-                continue
-            assert f"\n{name} =" in cfg.TEMPLATE, f"{name} is not in the template"
+    import tomllib
+
+    from daemon.settings import SETTINGS
+
+    parsed = tomllib.loads(cfg.TEMPLATE)
+    for s in SETTINGS:
+        table = parsed[s.section] if s.section else parsed
+        assert table[s.name] == s.default, f"{s.key} is not in the template with its default"
+        assert f"# {s.help.split()[0]}" in cfg.TEMPLATE
+
+
+def test_choices_come_from_the_engine_registries():
+    from hotfolders.plugins.convert import COLORS
+    from hotfolders.plugins.train import TRAINERS
+    from hotfolders.training import LOSSES
+
+    from daemon.settings import BY_KEY
+
+    assert BY_KEY["train.trainer"].allowed() is TRAINERS
+    assert BY_KEY["train.loss"].allowed() is LOSSES
+    assert BY_KEY["convert.color"].allowed() is COLORS
+
+
+def test_model_and_target_files(tmp_path):
+    config = cfg.Config(root=tmp_path)
+    toml = tmp_path / "model.toml"
+    toml.write_text('a = "alice"\nb = "bob"\niterations = 500\n[train]\nstop = "iterations"\n'
+                    'plateau_gain = 0.05\n[convert]\ncolor = "match-hist"\nblur = 3\n')
+    model = cfg.load_model(toml, config)
+    assert (model.a, model.b) == ("alice", "bob")
+    assert model.train.max_iterations == 500 and model.train.stop == "iterations"
+    assert model.train.plateau_gain == 0.05 and model.train.batch_size == 16
+    assert model.convert.color == "match-hist" and model.convert.blur == 3
+    assert model.explicit == {"max_iterations", "stop", "plateau_gain"}
+    target = tmp_path / "clip.toml"
+    target.write_text('erode = 2\nconvert_when = "first-save"\n')
+    convert = cfg.load_target(target, model.convert)
+    assert (convert.erode, convert.color, convert.convert_when) == (2, "match-hist", "first-save")
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("model.toml", 'a = "x"\nb = "y"\n[convert]\nlabel = false', "only be set in facedrop.toml"),
+    ("model.toml", 'a = "x"\nb = "y"\n[train]\nkeep_snapshots = 900', "only be set in"),
+    ("model.toml", 'a = "x"\nb = "y"\n[train]\nbatch_size = 0', "train.batch_size must be"),
+    ("model.toml", 'a = "x"\nb = "y"\n[train]\nmax_iterations = "lots"', "a whole number"),
+    ("model.toml", 'a = "x"\nb = "y"\n[limits]\nstall_seconds = 1', "unknown setting"),
+    ("model.toml", 'a = "../x"\nb = "y"', 'needs a = "<person>"'),
+    ("clip.toml", 'label = false', "only be set in facedrop.toml"),
+    ("clip.toml", 'convert_when = "soon"', "convert.convert_when must be"),
+    ("clip.toml", 'blur = -2', "convert.blur must be"),
+    ("clip.toml", 'gpu = "0"', "unknown setting"),
+])
+def test_untrusted_files_may_set_only_their_own_settings(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    config = cfg.Config(root=tmp_path)
+    with pytest.raises(cfg.ConfigError, match=message) as err:
+        if name == "model.toml":
+            cfg.load_model(path, config)
+        else:
+            cfg.load_target(path, config.convert)
+    assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("text,message", [
-    ("port = 'x'", "port must be int"),
+    ("port = 'x'", "port must be a whole number"),
+    ("[train]\nstop = 'never'", "train.stop must be one of plateau, iterations"),
+    ("[train]\nlearning_rate = true", "train.learning_rate must be a number"),
+    ("[convert]\nconvert_when = 'iterations:0'", "convert.convert_when"),
+    ("[extract]\nbogus = 1", "unknown setting \\[extract\\] 'bogus'"),
     ("bogus = 1", "unknown setting 'bogus'"),
     ("[train]\nwindow = '25:00-07:00'", "train.window"),
     ("[convert]\ncolor = 'purple'", "convert.color"),

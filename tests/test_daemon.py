@@ -2,7 +2,8 @@
 
 inbox (slow copy, corrupt file, duplicate) -> review -> approved -> model.toml -> training
 (kill -9 mid-way, restart) -> target (kill -9 mid-conversion, restart) -> output; every job
-ends done exactly once; SIGTERM stops within a few seconds.
+ends done exactly once (the target is converted early, then again once its model stopped); SIGTERM
+stops within a few seconds.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ save_every = 10
 precision = "float32"
 [convert]
 label = true
+convert_when = "first-save"
 """
 
 
@@ -115,6 +117,10 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
         daemon.wait_for("training to finish and the target to convert", lambda: output.exists()
                         and any(j["kind"] == "train" and j["status"] == "done" for j in daemon.jobs()),
                         timeout=300)
+        # converted early (convert_when = "first-save"), then again once the model stopped
+        daemon.wait_for("the conversion with the finished model", lambda: json.loads(
+            output.with_name("clip_swapped.provenance.json").read_text())["model"][
+            "iterations"] == 60, timeout=300)
         status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--root", str(root),
                                  "--json"], capture_output=True, text=True, check=True)
         report = json.loads(status.stdout)
@@ -128,7 +134,8 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     jobs = daemon.jobs()
     done = sorted((j["kind"], Path(j["input"]).name) for j in jobs if j["status"] == "done")
     assert done == [("clean", "alice"), ("clean", "bob"), ("convert", "clip.mp4"),
-                    ("extract", "alice.mp4"), ("extract", "bob.mp4"), ("train", "a2b")]
+                    ("convert", "clip.mp4"), ("extract", "alice.mp4"), ("extract", "bob.mp4"),
+                    ("train", "a2b")]
     assert [(j["kind"], Path(j["input"]).name) for j in jobs if j["status"] == "failed"] == [
         ("extract", "broken.mp4")]
     assert not [j for j in jobs if j["status"] in ("queued", "running", "paused")]
@@ -139,9 +146,11 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
         "clip_swapped.mp4", "clip_swapped.provenance.json"]  # no temp file left
     rows = (root / "models" / "a2b" / "loss.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 61))  # no lost or doubled steps
-    (convert,) = [j for j in jobs if j["kind"] == "convert"]
-    assert convert["attempts"] == 2 and convert["output"] == str(root / "output" / "a2b" /
-                                                                 "clip_swapped.mp4")
+    early, final = [j for j in jobs if j["kind"] == "convert"]
+    assert early["attempts"] == 2 and early["output"] == str(root / "output" / "a2b" /
+                                                             "clip_swapped.mp4")
+    assert early["iterations"] < 60 and (final["iterations"], final["output"]) == (
+        60, early["output"])  # the same name: the output moved on with its model
     assert _done_events(root) == {j["id"]: 1 for j in jobs if j["status"] == "done"}
 
 
@@ -181,7 +190,7 @@ def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path, ast
         status = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--root", str(root),
                                  "--json"], capture_output=True, text=True, check=True)
         report = json.loads(status.stdout)
-        assert report["counts"] == {"done": 1} and report["daemon"]["state"] == "running"
+        assert report["counts"]["jobs"] == {"done": 1} and report["daemon"]["state"] == "running"
         assert daemon.term() < 10
     finally:
         if daemon.proc and daemon.proc.poll() is None:
@@ -288,17 +297,17 @@ def test_duplicates_are_skipped_but_a_failed_input_may_be_retried(tmp_path):
     inbox.mkdir(parents=True)
     for name in ("a.mp4", "a-copy.mp4"):
         (inbox / name).write_bytes(b"same bytes")
-        service.on_ready(Candidate("inbox", inbox / name, "alice"))
-    service.on_ready(Candidate("inbox", inbox / "a.mp4", "alice"))  # a repeated event
+        service.on_ready(Candidate("extract", inbox / name, "alice"))
+    service.on_ready(Candidate("extract", inbox / "a.mp4", "alice"))  # a repeated event
     (job,) = service.store.jobs()
     assert Path(job["input"]).name == "a.mp4"
     service.store.transition(job["id"], "failed", "the disk was full")
     (inbox / "a.mp4").unlink()
     (inbox / "again.mp4").write_bytes(b"same bytes")
-    service.on_ready(Candidate("inbox", inbox / "again.mp4", "alice"))
+    service.on_ready(Candidate("extract", inbox / "again.mp4", "alice"))
     assert [Path(j["input"]).name for j in service.store.jobs()] == ["a.mp4", "again.mp4"]
     (inbox / "third.mp4").write_bytes(b"same bytes")  # the retry is queued: a duplicate again
-    service.on_ready(Candidate("inbox", inbox / "third.mp4", "alice"))
+    service.on_ready(Candidate("extract", inbox / "third.mp4", "alice"))
     assert len(service.store.jobs()) == 2
     service.store.close()
 
@@ -409,20 +418,52 @@ def test_training_waits_outside_its_window_and_yields_to_other_work(tmp_path):
     store.close()
 
 
-def test_a_target_converts_with_whatever_save_the_model_has_left(tmp_path, model_dir):
-    """The daemon loads what the engine loads: a model whose save/ and save.bak/ are gone but
-    whose best/ (or a snapshot) is there converts instead of waiting forever."""
+def test_a_target_waits_for_its_model_and_converts_with_whatever_save_it_has_left(
+        tmp_path, model_dir):
+    """``convert_when``: a target waits (saying why) until its model stopped by itself, or
+    from its first save; the daemon loads what the engine loads (a model whose save/ and
+    save.bak/ are gone but whose best/ or a snapshot is there converts instead of waiting
+    forever); a target's own ``<stem>.toml`` sets its convert options, and a bad one fails
+    that target with the file and the key named."""
+    from dataclasses import replace
+
     from daemon.config import Config
     from daemon.service import Service
     from daemon.store import Store
-    from hotfolders.model import BACKUP, SAVE
+    from hotfolders.errors import InputError
+    from hotfolders.model import BACKUP, SAVE, read_state, rewrite_state
 
     root = tmp_path / "root"
     shutil.copytree(model_dir, root / "models" / "m")
-    service = Service(Config(root=root), serve_web=False)
+    target = root / "targets" / "m" / "t.mp4"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"a video")
+    config = Config(root=root)
+    service = Service(config, serve_web=False)
     service.store = Store(root / ".facedrop" / "state.db")
-    job = {"kind": "convert", "input": str(root / "targets" / "m" / "t.mp4"), "model": "m"}
-    assert service.params(job)["model_dir"] == str(root / "models" / "m")
+    job = service.store.job(service.store.add_job("convert", target, model="m"))
+    stopped = read_state(root / "models" / "m")  # trained to its cap: it stopped by itself
+    assert stopped["stopped"]["reason"] == "iterations"
+    state = {**stopped, "stopped": None}
+    rewrite_state(root / "models" / "m", state)  # as if it were still training
+    assert service.params(job) is None  # training has not stopped: it waits, saying why
+    assert service.store.job(job["id"])["message"] == (
+        "waiting for model m (iteration 40, converts when it stops)")
+    rewrite_state(root / "models" / "m", stopped)
+    params = service.params(job)
+    assert params.model_dir == str(root / "models" / "m") and params.convert["erode"] == 0
+    assert params.convert["blur"] is None and params.convert["label"] is True  # "auto": None
+
+    target.with_suffix(".toml").write_text("erode = 3\ncolor = 'match-hist'\n")
+    own = service.params(job).convert
+    assert (own["erode"], own["color"], own["mask"]) == (3, "match-hist", "extended")
+    target.with_suffix(".toml").write_text("label = false\n")
+    with pytest.raises(InputError, match="convert.label may only be set in facedrop.toml"):
+        service.params(job)
+    target.with_suffix(".toml").unlink()
+
+    rewrite_state(root / "models" / "m", state)  # not stopped again: early results asked for
+    service.config = replace(config, convert=replace(config.convert, convert_when="first-save"))
     for name in (SAVE, BACKUP):
         shutil.rmtree(root / "models" / "m" / name, ignore_errors=True)
     assert (root / "models" / "m" / "best").is_dir()
@@ -430,4 +471,5 @@ def test_a_target_converts_with_whatever_save_the_model_has_left(tmp_path, model
     shutil.rmtree(root / "models" / "m" / "best")
     shutil.rmtree(root / "models" / "m" / "snapshots", ignore_errors=True)
     assert service.params(job) is None  # nothing to load: it waits for a save
+    assert "no save yet" in service.store.job(job["id"])["message"]
     service.store.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from daemon import cli
-from daemon import config as cfg
 
 PROJECT = Path(__file__).resolve().parents[1]
 README = (PROJECT / "README.md").read_text(encoding="utf-8")
@@ -36,14 +35,24 @@ def test_every_option_of_every_command_has_help():
             assert action.help, f"facedrop {name} {action.option_strings or action.dest}: no help"
 
 
-def test_every_setting_is_in_the_readme_table():
-    table = "\n".join(line for line in README.splitlines() if line.startswith("| `"))
-    for section in (cfg.Config(), *(kind() for kind in cfg.SECTIONS.values())):
-        for name in section.__dataclass_fields__:
-            if name == "root" or name in cfg.SECTIONS:
-                continue
-            assert re.search(rf"`(\[\w+\] )?{name}`", table), \
-                f"setting {name} is not in the README's settings table"
+def test_the_readme_settings_table_is_the_declaration():
+    from daemon.settings import readme_table
+
+    assert readme_table() in README, ("the README's settings table is out of date: paste the "
+                                      "output of `python -m daemon.settings readme`")
+
+
+def test_stage_command_options_come_from_the_settings():
+    from daemon.settings import SETTINGS
+
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for s in SETTINGS:
+        if s.option:
+            flag = "--" + s.name.replace("_", "-")
+            command = sub.choices[s.section]
+            (action,) = [a for a in command._actions if flag in a.option_strings]
+            assert s.help.replace("%", "%%") in action.help
 
 
 def _unit_for_here(tmp_path: Path) -> Path:
@@ -76,3 +85,19 @@ def test_systemd_accepts_the_unit_and_scores_it_hardened(tmp_path):
                  "ProtectSystem=strict", "StateDirectory=facedrop", "PrivateTmp=yes",
                  "RestartPreventExitStatus=3", "MemoryMax=", "TasksMax="):
         assert line in text
+
+
+@pytest.mark.parametrize("package,forbidden", [("hotfolders", ("daemon", "web_status")),
+                                               ("web_status", ("daemon",))])
+def test_layers_import_only_downwards(package, forbidden):
+    """The engine imports neither the daemon nor the page; the page imports nothing from the
+    daemon (the daemon hands create_app what it needs)."""
+    import ast
+
+    for path in sorted((PROJECT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.relative_to(PROJECT)} imports {name}"

@@ -121,7 +121,7 @@ def test_a_bad_model_toml_marks_that_model_only(daemon):
         (models / name / "model.toml").write_text(text)
     lots = daemon.wait_for("the bad model's error", lambda: (
         (m := daemon.model("lots")) and m["status"].startswith("error") and m))
-    assert "iterations must be int" in lots["status"] and "'lots'" in lots["status"]
+    assert "max_iterations must be a whole number" in lots["status"] and "'lots'" in lots["status"]
     good = daemon.wait_for("the good model", lambda: daemon.model("good"))
     assert good["status"] == "waiting for approved faces"
     assert daemon.daemon_row()["state"] == "running"
@@ -217,7 +217,7 @@ def test_a_full_disk_keeps_the_input_and_retries(tmp_path, tmpfs, astronaut_vide
         assert train["status"] == "paused" and "disk full" in train["message"]
         tmpfs.resize(root / "models" / "full", "1g")  # a save is about 65 MB
         daemon.wait_for("training to finish", lambda: (
-            (m := daemon.model("full")) and m["status"] == "trained" and m), timeout=240)
+            (m := daemon.model("full")) and m["status"] == "stopped" and m), timeout=240)
         assert model["iterations"] in (None, 0) or model["iterations"] < 20
         assert daemon.model("full")["iterations"] == 20
         assert daemon.term() < 10
@@ -393,7 +393,7 @@ def test_hashing_a_dropped_file_does_not_hold_the_service_lock(tmp_path, monkeyp
         return real(path)
 
     monkeypatch.setattr(service_module, "sha256_file", hashing)
-    service.on_ready(Candidate("inbox", root / "inbox" / "alice" / "big.mp4", "alice"))
+    service.on_ready(Candidate("extract", root / "inbox" / "alice" / "big.mp4", "alice"))
     assert free_while_hashing == [True] and len(service.store.jobs()) == 1
     service.store.close()
 

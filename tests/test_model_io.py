@@ -136,15 +136,19 @@ def test_policy_choice():
 
 
 def test_plateau_gain():
-    from hotfolders.training import plateau_gain
+    from hotfolders.training import loss_gain
 
     falling = [[i * 10, 1.0 / i, 1.0 / i] for i in range(1, 9)]
-    assert plateau_gain(falling[:7]) is None  # two windows of 4 saves needed
-    assert plateau_gain(falling) > 0.3
+    assert loss_gain(falling[:7]) is None  # two windows of 4 saves needed
+    assert loss_gain(falling) > 0.3
     flat = falling + [[90 + i * 10, 0.1, 0.1] for i in range(12)]
-    assert abs(plateau_gain(flat)) < 1e-9
+    assert abs(loss_gain(flat)) < 1e-9
     slow = [[i, 1.0 - 0.0001 * i, 1.0 - 0.0001 * i] for i in range(40)]
-    assert 0 < plateau_gain(slow) < 0.01  # windows of 8 saves: "stopped improving"
+    assert 0 < loss_gain(slow) < 0.01  # windows of 8 saves: "stopped improving"
+    # a new stretch (after a stop) is measured on its own saves only
+    assert loss_gain(flat, since=170) is None
+    assert loss_gain(flat + [[300 + i, 0.1 / (i + 1), 0.1 / (i + 1)] for i in range(8)],
+                     since=200) > 0.3
 
 
 def test_loss_log_drops_rows_after_the_save(tmp_path):

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from daemon.store import MIGRATIONS, Store, read_only, snapshot
+from daemon.store import MIGRATIONS, Store
 
 
 def test_migrations_are_recorded_and_idempotent(tmp_path):
@@ -66,7 +66,10 @@ def test_a_version_1_database_migrates_with_its_jobs(tmp_path):
     (job,) = store.next_job(set())
     assert job["retry_at"] is None and job["interruptions"] == 0 and job["retries"] == 0
     store.set_ignored({"/r/inbox/a/notes.txt": "not a video"})
-    assert snapshot(tmp_path / "state.db")["ignored"][0]["reason"] == "not a video"
+    from web_status.status import StatusReader
+
+    status = StatusReader(tmp_path, tmp_path / "state.db").build()
+    assert status["ignored"][0]["reason"] == "not a video"
 
 
 def test_a_job_waiting_for_a_retry_is_not_picked_before_its_time(tmp_path):
@@ -82,9 +85,13 @@ def test_readers_cannot_write(tmp_path):
     store = Store(tmp_path / "state.db")
     store.add_job("extract", "/x.mp4", person="p")
     store.record_loss("m", 250, 0.1, 0.2)
-    conn = read_only(tmp_path / "state.db")
+    from web_status.queries import connect, read
+    from web_status.status import StatusReader
+
+    conn = connect(tmp_path / "state.db")
     with pytest.raises(sqlite3.OperationalError):
         conn.execute("DELETE FROM jobs")
-    state = snapshot(tmp_path / "state.db")
-    assert len(state["queue"]) == 1 and state["models"][0]["iterations"] == 250
-    assert snapshot(tmp_path / "missing.db")["daemon"] is None
+    state = read(conn)
+    assert len(state["queue"]) == 1 and state["models"]["m"]["iterations"] == 250
+    assert connect(tmp_path / "missing.db") is None
+    assert StatusReader(tmp_path, tmp_path / "missing.db").build()["daemon"]["state"] == "not-run"

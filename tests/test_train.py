@@ -331,3 +331,40 @@ def test_kill_during_training_resumes_exactly(astronaut_faces, grace_faces, tmp_
     load_checkpoint(model_dir, Networks("lightweight"), opt2)
     assert int(opt2.iterations.numpy()) == target
     assert not list(model_dir.glob(".*.tmp"))
+
+
+def test_plateau_stop_is_recorded_and_a_new_stretch_is_measured_on_its_own(
+        tmp_path, astronaut_faces, grace_faces, astronaut_video):
+    """stop = "plateau" stops once the loss gained less than plateau_gain over the last window
+    (here a loose 90 %, so it stops at the first chance: two windows of 4 saves); state.json
+    says where and why; training again measures its new stretch from there; each save renders
+    the waiting target's preview frame (the target beside it swapped)."""
+    import cv2
+
+    from hotfolders.model import describe_stop, read_state
+    from hotfolders.training import train
+
+    model_dir = tmp_path / "m"
+    picture = model_dir / "previews" / "7.jpg"
+    common = dict(batch_size=2, save_every=2, snapshot_every=0, precision="float32", seed=3,
+                  stop="plateau", plateau_gain=0.9,
+                  previews=lambda: [(astronaut_video[0], picture)])
+    first = train([astronaut_faces], [grace_faces], model_dir, iterations=200, **common)
+    assert (first.stopped_because, first.iterations) == ("plateau", 16)  # 8 saves
+    stop = read_state(model_dir)["stopped"]
+    assert stop["reason"] == "plateau" and stop["iteration"] == 16 and stop["gain"] < 0.9
+    assert "stopped at iteration 16: the loss improved by" in describe_stop(stop)
+    image = cv2.imread(str(picture))
+    assert image is not None and image.shape[0] == 270 and image.shape[1] > 2 * 270
+    left, right = image[:, :image.shape[1] // 2 - 3], image[:, image.shape[1] // 2 + 3:]
+    assert float(np.abs(left.astype(int) - right.astype(int)).mean()) > 1.0  # swapped half
+
+    again = train([astronaut_faces], [grace_faces], model_dir, iterations=200, **common)
+    assert (again.start_iteration, again.stopped_because, again.iterations) == (16, "plateau", 32)
+    state = read_state(model_dir)
+    assert state["stretch_from"] == 16 and state["stopped"]["iteration"] == 32
+
+    capped = train([astronaut_faces], [grace_faces], model_dir, iterations=36, **common)
+    assert (capped.stopped_because, capped.iterations) == ("iterations", 36)
+    assert read_state(model_dir)["stopped"] == {**read_state(model_dir)["stopped"],
+                                                "reason": "iterations", "max_iterations": 36}

@@ -5,7 +5,7 @@ import os
 import threading
 import time
 
-from daemon.watcher import Candidate, SettleTracker, Watcher, ignored, list_candidates
+from daemon.watcher import Candidate, SettleTracker, Watcher, ignored, list_hot_folders
 
 
 def test_ignored_names():
@@ -17,20 +17,24 @@ def test_ignored_names():
 
 def test_candidates_by_folder(tmp_path):
     for path in ("inbox/alice/a.mp4", "inbox/alice/.DS_Store", "inbox/alice/b.mp4.part",
-                 "targets/m/t.mp4", "models/m/model.toml", "models/n/readme.txt"):
+                 "targets/m/t.mp4", "targets/m/t.toml", "models/m/model.toml",
+                 "models/n/readme.txt"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
     (tmp_path / "approved/bob/src").mkdir(parents=True)
+    listing = list_hot_folders(tmp_path)
     found = {(c.kind, c.path.relative_to(tmp_path).as_posix(), c.owner)
-             for c in list_candidates(tmp_path)}
-    assert found == {("inbox", "inbox/alice/a.mp4", "alice"), ("target", "targets/m/t.mp4", "m"),
-                     ("model", "models/m/model.toml", "m"), ("approved", "approved/bob/src", "bob")}
+             for c in listing.candidates}
+    assert found == {("extract", "inbox/alice/a.mp4", "alice"),
+                     ("convert", "targets/m/t.mp4", "m"), ("train", "models/m/model.toml", "m"),
+                     ("clean", "approved/bob/src", "bob")}
+    assert not listing.ignored  # t.toml is that target's own settings, not litter
 
 
 def test_a_growing_file_is_not_settled(tmp_path):
     path = tmp_path / "f.mp4"
     path.write_bytes(b"a")
-    cand = Candidate("inbox", path, "alice")
+    cand = Candidate("extract", path, "alice")
     tracker = SettleTracker(settle_seconds=5)
     assert tracker.update([cand], now=100.0) == ([], True)
     with path.open("ab") as fh:

@@ -147,7 +147,7 @@ def populate_db(root: Path):
     store.transition(train, "running", "train demo")
     store.update(train, done=750, total=2000, unit="iterations", progress=750 / 2000)
     store.transition(train, "paused", "paused at iteration 750 (saved)")
-    store.upsert_model("demo", a="alice", b="bob", status="paused")
+    store.upsert_model("demo", a="alice", b="bob", status="paused", max_iterations=2000)
     store.record_loss("demo", 750, 0.041, 0.052)
     store.add_job("convert", root / "targets" / "demo" / "clip1.mp4", model="demo")
     store.add_job("convert", root / "targets" / "demo" / "clip2.mp4", model="demo")

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, abort, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
@@ -62,12 +63,15 @@ def host_allowed(header: str, allowed: frozenset[str]) -> bool:
 
 
 def create_app(root: Path, db_path: Path | None = None, *, status_ttl: float = 1.0,
-               poll_seconds: float = 2.0, allowed_hosts: list[str] | tuple[str, ...] = ()) -> Flask:
+               poll_seconds: float = 2.0, allowed_hosts: list[str] | tuple[str, ...] = (),
+               settings: list[dict[str, Any]] | None = None) -> Flask:
     """Build the app for hot-folder ``root`` (state in ``root/.facedrop/state.db`` unless
     ``db_path`` is given). ``status_ttl`` bounds how often the status is rebuilt however many
     clients poll; ``poll_seconds`` is how often the page asks for an update. The page
     answers only requests whose ``Host`` is localhost, 127.0.0.1, [::1] or one of
-    ``allowed_hosts`` (the configured host and the ``allowed_hosts`` setting); others get 421."""
+    ``allowed_hosts`` (the configured host and the ``allowed_hosts`` setting); others get 421.
+    ``settings``: the settings in force, as ``daemon.settings.describe`` lists them (the
+    daemon hands them over; the page imports nothing from the daemon)."""
     root = Path(root).expanduser().resolve()
     hosts = frozenset(h.strip().lower().strip("[]").rstrip(".")
                       for h in (*LOCAL_HOSTS, *allowed_hosts) if h and h.strip())
@@ -77,7 +81,7 @@ def create_app(root: Path, db_path: Path | None = None, *, status_ttl: float = 1
                       SEND_FILE_MAX_AGE_DEFAULT=0)
     app.url_map.merge_slashes = False  # "/file//etc/x" is refused, not redirected
     _register_filters(app)
-    reader = StatusReader(root, db, ttl=status_ttl)
+    reader = StatusReader(root, db, ttl=status_ttl, settings=settings)
     losses = reader.losses
     thumbs = ThumbCache()
     app.extensions["facedrop"] = reader

@@ -19,6 +19,7 @@ from typing import Any
 
 from hotfolders import safefs
 from hotfolders.errors import InputError
+from hotfolders.model import ModelFolder
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ OUTPUT_SUFFIXES = ("_swapped.mp4", "_swapped.png")  # a video target, a photo ta
 MANIFEST_SUFFIX = ".provenance.json"
 REVIEW_JSON, REVIEW_IMAGE = "review.json", "review.jpg"
 COVERAGE_RE = re.compile(r"^coverage[\w.-]*\.(png|jpe?g)$", re.I)
-NUMBER_RE = re.compile(r"^(\d+)$")
 
 
 # A folder's listing is read again only when the folder changed: adding, removing or renaming
@@ -239,78 +239,42 @@ def people(root: Path) -> list[dict[str, Any]]:
 
 # --- models -----------------------------------------------------------------------------
 
-def _model_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = safefs.load_toml(path)
-    except InputError as exc:
-        return {"error": f"model.toml {exc.reason}"}
-    except OSError as exc:
-        return {"error": f"model.toml: {exc.strerror or exc}"}
-    return data if isinstance(data, dict) else {}
-
-
 def _numbered(folder: Path, suffix: str | None) -> list[tuple[int, str]]:
     """Names ``<iterations>`` (folders) or ``<iterations><suffix>`` (files), by number."""
     listing = _entries(folder)
     out = []
     for name in (listing.dirs if suffix is None else listing.ending(suffix)):
-        stem = name
-        if suffix is not None:
-            if not name.lower().endswith(suffix):
-                continue
-            stem = name[: -len(suffix)]
-        m = NUMBER_RE.match(stem)
-        if m:
-            out.append((int(m.group(1)), name))
-    return sorted(out, key=lambda t: t[0])
-
-
-def _timelapse(root: Path, folder: Path) -> list[dict[str, Any]]:
-    frames = []
-    for suffix in (".jpg", ".jpeg", ".png"):
-        frames += _numbered(folder / "timelapse", suffix)
-    frames.sort(key=lambda t: t[0])
-    base = rel(root, folder / "timelapse")
-    return [{"iterations": n, "path": f"{base}/{name}"} for n, name in frames[-MAX_TIMELAPSE:]]
-
-
-def _state_iterations(state: dict[str, Any]) -> int | None:
-    for key in ("iterations", "iteration", "iter", "step"):
-        value = state.get(key)
-        if isinstance(value, (int, float)):
-            return int(value)
-    return None
+        stem = name if suffix is None else name[: -len(suffix)]
+        if stem.isdigit():
+            out.append((int(stem), name))
+    return sorted(out)
 
 
 def models(root: Path) -> list[dict[str, Any]]:
-    """Per model folder: its pair, trainer, iterations, timelapse frames and snapshots."""
+    """Per model folder: trainer, iterations, timelapse frames, snapshots and pose coverage,
+    as the engine's :class:`~hotfolders.model.ModelFolder` lays them out. Its pair, state and
+    settings come from the daemon's store (it reads ``model.toml``; the page does not)."""
     out = []
-    for folder in visible_dirs(root / "models"):
-        toml = _model_toml(folder / "model.toml") if (folder / "model.toml").is_file() else {}
-        state = _read_json(folder / "state.json") or {}
-        settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
-        trainer = toml.get("trainer") or settings.get("trainer") or state.get("trainer")
-        if isinstance(trainer, dict):
-            trainer = trainer.get("name")
+    for path in visible_dirs(root / "models"):
+        folder = ModelFolder(path)
+        state = _read_json(folder / folder.STATE) or {}
+        iterations = state.get("iterations")
         snapshots = [{"iterations": n, "name": name,
-                      "modified": iso(_mtime(folder / "snapshots" / name))}
-                     for n, name in _numbered(folder / "snapshots", None)]
-        coverage = [rel(root, folder / name) for name in _coverage_images(folder)]
-        cov_json = _read_json(folder / "coverage.json")
+                      "modified": iso(_mtime(folder.snapshots / name))}
+                     for n, name in _numbered(folder.snapshots, None)]
+        timelapse = [{"iterations": n, "path": rel(root, folder.timelapse / name)}
+                     for n, name in _numbered(folder.timelapse, ".jpg")[-MAX_TIMELAPSE:]]
+        cov_json = _read_json(folder / folder.COVERAGE_JSON)
         out.append({
             "name": folder.name,
-            "a": str(toml.get("a", state.get("a", "")) or ""),
-            "b": str(toml.get("b", state.get("b", "")) or ""),
-            "trainer": str(trainer) if trainer else None,
-            "target_iterations": _int(toml.get("iterations") or settings.get("iterations")),
-            "config_error": toml.get("error"),
-            "iterations": _state_iterations(state),
+            "trainer": str(state["trainer"]) if isinstance(state.get("trainer"), str) else None,
+            "iterations": int(iterations) if isinstance(iterations, (int, float)) else None,
             "saved_loss": _pair(state.get("last_loss")),
-            "saved": iso(_mtime(folder / "state.json")) if state else None,
-            "has_loss": (folder / "loss.csv").is_file(),
-            "timelapse": _timelapse(root, folder),
+            "saved": iso(_mtime(folder / folder.STATE)) if state else None,
+            "has_loss": folder.loss_log.is_file(),
+            "timelapse": timelapse,
             "snapshots": snapshots[::-1],
-            "coverage": coverage,
+            "coverage": [rel(root, folder / name) for name in _coverage_images(folder.path)],
             "coverage_fraction": (cov_json or {}).get("fraction_covered"),
             "coverage_missing": [str(r.get("kind", "")) for r in (cov_json or {}).get(
                 "missing_regions", []) if isinstance(r, dict)][:20],
@@ -325,15 +289,6 @@ def _pair(value: Any) -> dict[str, float] | None:
         return {"a": float(value[0]), "b": float(value[1])}
     return None
 
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-# --- outputs and failures ---------------------------------------------------------------
 
 def outputs(root: Path) -> list[dict[str, Any]]:
     """Swapped videos and photos in ``output/<model>/`` (newest first) with their provenance
@@ -363,27 +318,23 @@ def outputs(root: Path) -> list[dict[str, Any]]:
 
 
 def _manifest_summary(m: dict[str, Any] | None) -> dict[str, Any]:
-    """The few manifest fields worth a column; the full manifest stays available."""
-    m = m or {}
+    """The few manifest fields worth a column (the layout ``hotfolders.provenance`` writes);
+    the full manifest stays available."""
+    m = m if isinstance(m, dict) else {}
 
-    def pick(*keys: str) -> Any:
-        for key in keys:
-            cur: Any = m
-            for part in key.split("."):
-                cur = cur.get(part) if isinstance(cur, dict) else None
-            if cur not in (None, ""):
-                return cur
-        return None
+    def part(name: str) -> dict[str, Any]:
+        value = m.get(name)
+        return value if isinstance(value, dict) else {}
 
     return {
-        "input": pick("input.name", "input.path", "input_name", "input", "source"),
-        "input_sha256": pick("input.sha256", "input_sha256"),
-        "output_sha256": pick("output.sha256", "output_sha256"),
-        "model": pick("model.name", "model_name", "model"),
-        "iterations": pick("model.iterations", "iterations"),
-        "created": pick("created", "time", "created_at"),
-        "version": pick("generator.version", "facedrop_version", "version"),
-        "synthetic": pick("synthetic", "label"),
+        "input": part("input").get("name"),
+        "input_sha256": part("input").get("sha256"),
+        "output_sha256": part("output").get("sha256"),
+        "model": part("model").get("name"),
+        "iterations": part("model").get("iterations"),
+        "created": m.get("created"),
+        "version": part("generator").get("version"),
+        "synthetic": m.get("synthetic"),
     }
 
 

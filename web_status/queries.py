@@ -1,7 +1,8 @@
 """Read-only SQL over the daemon's state database (schema: see :mod:`daemon.store`).
 
-The connection comes from :func:`daemon.store.read_only` (a ``file:...?mode=ro`` URI with
-``PRAGMA query_only``), so even a bug here cannot write. Every query is bounded and served by
+The one reader of the store: the status page, its JSON API and ``facedrop status`` all come
+through here. The connection is a ``file:...?mode=ro`` URI with ``PRAGMA query_only``, so
+even a bug here cannot write. Every query is bounded and served by
 the ``jobs_status`` index, so a database with 10 000 jobs costs a few milliseconds.
 """
 from __future__ import annotations
@@ -17,17 +18,18 @@ IGNORED_LIMIT = 50
 HEARTBEAT_STALE_S = 30.0  # the daemon beats every 5 s; `facedrop status` uses the same limit
 WAITING = ("queued", "paused")
 JOB_FIELDS = ("id", "kind", "input", "person", "model", "status", "priority", "progress", "done",
-              "total", "unit", "message", "error", "output", "attempts", "created_at",
-              "started_at", "finished_at", "updated_at")
+              "total", "unit", "message", "error", "output", "attempts", "iterations",
+              "created_at", "started_at", "finished_at", "updated_at")
 
 
 def connect(db: Path) -> sqlite3.Connection | None:
     """A read-only connection, or None when the daemon has not created the database yet."""
-    from daemon.store import read_only
-
-    conn = read_only(db)
-    if conn is not None:
-        conn.execute("PRAGMA busy_timeout = 2000")
+    if not Path(db).exists():
+        return None
+    conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute("PRAGMA busy_timeout = 2000")
     return conn
 
 
@@ -59,7 +61,8 @@ def read(conn: sqlite3.Connection) -> dict[str, Any]:
         f"SELECT {cols} FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC LIMIT ?",
         (FAILED_LIMIT,))]
     models = {r["name"]: dict(r) for r in conn.execute(
-        "SELECT name, a, b, iterations, loss_a, loss_b, status, updated_at FROM models")}
+        "SELECT name, a, b, iterations, loss_a, loss_b, status, max_iterations, stopped_at, "
+        "stop_reason, updated_at FROM models")}
     daemon = {str(k): v for k, v in conn.execute("SELECT key, value FROM daemon")}
     try:
         ignored = [{"path": r["path"], "reason": r["reason"], "since": iso(r["at"])}

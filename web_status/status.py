@@ -16,6 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
+from hotfolders.model import ModelFolder
+
 from . import folders, queries
 from .charts import LossCache
 
@@ -57,8 +59,10 @@ class _Rates:
 class StatusReader:
     """Builds (and briefly caches) the status dict of one root."""
 
-    def __init__(self, root: Path, db: Path, ttl: float = 1.0) -> None:
+    def __init__(self, root: Path, db: Path, ttl: float = 1.0,
+                 settings: list[dict[str, Any]] | None = None) -> None:
         self.root = Path(root)
+        self.settings = settings or []
         self.db = Path(db)
         self.ttl = ttl
         self.losses = LossCache()
@@ -114,6 +118,10 @@ class StatusReader:
         finally:
             lock.release()
 
+    def daemon(self) -> dict[str, Any]:
+        """Only the daemon's state (is it alive, its page's address), from the database."""
+        return self._db_status(time.time())["daemon"]
+
     # -- building ----------------------------------------------------------------------
 
     def build(self) -> dict[str, Any]:
@@ -129,7 +137,7 @@ class StatusReader:
             for p in people:
                 if p["name"] in (m["a"], m["b"]):
                     p["coverage"] += m["coverage"]
-        self._add_urls(people, models, outputs)
+        self._add_urls(people, models, outputs, db["queue"])
         status = {
             "api_version": API_VERSION,
             "generated": folders.iso(now),
@@ -151,6 +159,7 @@ class StatusReader:
             "outputs": outputs,
             "failures": failures,
             "ignored": [dict(item, path=self._relative(item["path"])) for item in db["ignored"]],
+            "settings": self.settings,
         }
         status["digest"] = {
             "ignored": _digest([(i["path"], i["reason"]) for i in status["ignored"]]),
@@ -192,6 +201,10 @@ class StatusReader:
             self._rates.keep({j["id"] for j in db["running"]})
         for job in db["running"] + db["queue"] + db["failed_jobs"]:
             job["input"] = self._relative(job["input"])
+        for job in db["queue"]:  # a target waiting for its model: the latest preview frame
+            picture = (ModelFolder(self.root / "models" / job["model"]).preview(job["id"])
+                       if job["kind"] == "convert" and job.get("model") else None)
+            job["preview"] = self._relative(str(picture)) if picture and picture.is_file() else None
         return db
 
     def _progress(self, job: dict[str, Any], started: float | None, updated: float | None,
@@ -231,27 +244,20 @@ class StatusReader:
             saved = m.pop("saved_loss", None) or {"a": None, "b": None}
             m["loss"] = {side: next((v for v in (row.get(f"loss_{side}"), last[side], saved[side])
                                      if v is not None), None) for side in ("a", "b")}
-            m["a"] = m["a"] or row.get("a") or ""
-            m["b"] = m["b"] or row.get("b") or ""
+            m["a"] = row.get("a") or ""
+            m["b"] = row.get("b") or ""
+            m["config_error"] = None
+            m["target_iterations"] = row.get("max_iterations")
             status = str(row.get("status") or ("saved" if m["iterations"] else "waiting"))
             if status.startswith("error:"):
-                m["config_error"] = m["config_error"] or status[6:].strip()
+                m["config_error"] = status[6:].strip()
                 status = "error"
             m["state"] = status
+            m["stop_reason"] = row.get("stop_reason") or ""
+            m["stopped_at"] = row.get("stopped_at")
             m["state_key"] = status.split()[0].strip(":").lower() if status else "unknown"
-            if m["target_iterations"] is None:
-                m["target_iterations"] = self._default_iterations()
             m["progress"] = _fraction(m["iterations"], m["target_iterations"])
         return models
-
-    def _default_iterations(self) -> int:
-        """``[train] iterations`` of the root's facedrop.toml, else the daemon's default."""
-        from daemon import config
-
-        try:
-            return config.load(self.root).train.iterations
-        except (config.ConfigError, OSError):  # the daemon reports a bad config itself
-            return config.Train().iterations
 
     def _failures(self, db: dict[str, Any]) -> list[dict[str, Any]]:
         files = folders.failures(self.root)
@@ -266,7 +272,8 @@ class StatusReader:
         merged.sort(key=lambda f: f.get("when") or "", reverse=True)
         return merged[:folders.MAX_FAILURES]
 
-    def _add_urls(self, people: list[dict], models: list[dict], outputs: list[dict]) -> None:
+    def _add_urls(self, people: list[dict], models: list[dict], outputs: list[dict],
+                  queue: list[dict]) -> None:
         """Attach links (built by the app, so they are correctly quoted) to files."""
         if not self.urls:
             return
@@ -287,6 +294,8 @@ class StatusReader:
                 frame["url"] = f(frame["path"])
             m["coverage_urls"] = [f(path) for path in m["coverage"]]
             m["chart_url"] = chart(m["name"], m["iterations"] or 0)
+        for job in queue:
+            job["preview_url"] = f(job["preview"]) if job.get("preview") else None
         for o in outputs:
             o["url"] = f(o["path"])
             o["manifest_url"] = f(o["manifest_path"]) if o["manifest_path"] else None

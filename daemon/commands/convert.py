@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hotfolders.masks import MASK_TYPES
-from hotfolders.plugins.convert import COLORS, FACE_SELECT, SHARPENERS
-
 from ..cli import UsageError
+from ..settings import add_options, check_options, engine_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,25 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "saved by an earlier convert); if FILE does not exist yet, the "
                              "landmarks detected now are saved there for the next run "
                              "(default: detect faces in every frame)")
-    parser.add_argument("--mask", choices=MASK_TYPES, default="extended", help="default: extended")
-    parser.add_argument("--erode", type=int, default=0, metavar="PX",
-                        help="shrink (positive) or grow (negative) the mask, in model pixels")
-    parser.add_argument("--blur", type=int, default=None, metavar="PX",
-                        help="feather the mask edge (default: 1/16 of the model's output size)")
-    parser.add_argument("--color", choices=COLORS, default="avg-color",
-                        help="colour adjustment (default: avg-color)")
-    parser.add_argument("--sharpen", choices=SHARPENERS, default="none", help="default: none")
-    parser.add_argument("--swap", action="store_true",
-                        help="swap B -> A instead of A -> B (the target shows person B)")
-    parser.add_argument("--face-select", choices=FACE_SELECT, default="largest",
-                        help="which face to swap when a frame shows several: the largest "
-                             "(default), the one nearest the centre, the model's own person "
-                             "(the face its decoder for that person rebuilds best: needs a "
-                             "model trained past its first blurry thousands of iterations), "
-                             "or all")
-    parser.add_argument("--no-label", action="store_true",
-                        help="leave out the visible 'AI-generated' label (metadata and manifest "
-                             "still mark the video as synthetic)")
+    add_options(parser, "convert")  # every [convert] setting, declared in daemon/settings.py
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="faces per model call (default: 8)")
     parser.add_argument("--gpu", default="auto", metavar="WHICH",
@@ -65,15 +45,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         select_gpus(args.gpu)
+        check_options(args, "convert")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
     with progress_bar(f"convert {args.input.name}") as update:
         result = convert(args.input, args.model_dir, args.output, alignments=args.alignments,
-                         mask=args.mask, erode=args.erode, blur=args.blur, color=args.color,
-                         sharpen=args.sharpen, swap=args.swap, label=not args.no_label,
-                         face_select=args.face_select,
-                         batch_size=args.batch_size, progress=update)
+                         batch_size=args.batch_size, progress=update,
+                         **engine_kwargs(args, "convert"))
     print(result.describe())
     if result.manifest:
         print(f"provenance: {result.manifest}")

@@ -286,7 +286,7 @@ class Demo:
         while time.monotonic() < end:
             self._check_alive()
             m = self.model() or {}
-            if m.get("state") in ("trained", "failed"):
+            if m.get("state") in ("stopped", "failed"):
                 if m["state"] == "failed":
                     raise DemoError("training failed: see the failures on the status page")
                 break
@@ -399,10 +399,16 @@ MODEL_TOML = """\
 # written by `facedrop demo`: a small model that trains for real on a CPU
 a = "{a}"
 b = "{b}"
+
+[train]
 trainer = "lightweight"
 batch_size = 8
-iterations = 3000
+max_iterations = 3000
 save_every = 25
+
+[convert]
+# a first result after a few minutes; converted again once the model stops by itself
+convert_when = "first-save"
 """
 
 

@@ -15,7 +15,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -190,11 +189,10 @@ def check_port(root: Path, host: str, port: int) -> tuple[str, str]:
             return OK, f"{host}:{port} is free"
         except OSError as exc:
             reason = exc.strerror
-    from ..store import snapshot
+    from web_status.status import StatusReader
 
-    daemon = snapshot(root / ".facedrop" / "state.db")["daemon"] or {}
-    fresh = time.time() - float(daemon.get("heartbeat") or 0) < 30
-    if fresh and daemon.get("state") != "stopped" and f":{port}/" in str(daemon.get("url")):
+    daemon = StatusReader(root, root / ".facedrop" / "state.db").daemon()
+    if daemon["state"] == "running" and f":{port}/" in str(daemon.get("url")):
         return OK, f"{host}:{port} is served by this root's running daemon"
     return FAIL, (f"{host}:{port} is taken ({reason}) by another program; set port in "
                   "facedrop.toml or pass --port")

@@ -27,11 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import config as cfg
     from ..service import run as run_service
 
+    from dataclasses import replace
+
     config = cfg.load(args.root or cfg.root_from_environment(), args.config)  # exit 3 if bad
-    if args.host is not None:
-        config.host = args.host
-    if args.port is not None:
-        config.port = args.port
-    if args.poll is not None:
-        config.poll_seconds = args.poll
+    given = {"host": args.host, "port": args.port, "poll_seconds": args.poll}
+    config = replace(config, **{k: v for k, v in given.items() if v is not None})
     return run_service(config, getattr(args, "verbose", False), serve_web=not args.no_web)

@@ -5,7 +5,9 @@ previous save as a backup and the best-loss save in MODEL/best, snapshots every
 --snapshot-every iterations, renders a timelapse of fixed sample faces at every save and logs
 the loss per side to MODEL/loss.csv. Run the same command again to resume exactly where it
 stopped. Ctrl-C (or SIGTERM) saves and stops; a second Ctrl-C aborts without saving.
-Trainer, mask, loss and coverage are fixed when a model is created.
+Trainer, mask, loss and coverage are fixed when a model is created. By default training
+stops by itself when the loss stopped improving (--stop plateau) or at --max-iterations; run
+it again with a higher --max-iterations to go on.
 """
 from __future__ import annotations
 
@@ -15,12 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from hotfolders.masks import MASK_TYPES
-from hotfolders.plugins.train import TRAINERS
-
 from ..cli import UsageError
-
-LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
+from ..settings import add_options, check_options, engine_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,43 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of person B's faces (the face to put in)")
     parser.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                         help="model folder (created if missing, resumed if present)")
-    parser.add_argument("--trainer", choices=TRAINERS, default=None,
-                        help="model layout of a new model (default: lightweight; lightweight "
-                             "and original 64 px, dfaker 128 px output, for GPUs)")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
-                        help="faces per side per iteration (default: 16)")
-    parser.add_argument("--iterations", type=int, default=None, metavar="N",
-                        help="stop at this total iteration count, counted across resumes "
-                             "(default: run until stopped)")
-    parser.add_argument("--save-every", type=int, default=250, metavar="N",
-                        help="save, and render the timelapse, every N iterations (default: 250)")
-    parser.add_argument("--snapshot-every", type=int, default=25000, metavar="N",
-                        help="copy the save to snapshots/<iterations>/ (default: 25000; 0: never)")
-    parser.add_argument("--keep-snapshots", type=int, default=3, metavar="K",
-                        help="snapshots to keep (default: 3)")
+    add_options(parser, "train")  # every [train] setting, declared in daemon/settings.py
     parser.add_argument("--timelapse-a", nargs="+", type=Path, metavar="DIR",
                         help="sample faces of A for the timelapse (default: picked from --a)")
     parser.add_argument("--timelapse-b", nargs="+", type=Path, metavar="DIR",
                         help="sample faces of B for the timelapse (default: picked from --b)")
-    parser.add_argument("--precision", choices=("auto", "float32", "mixed"), default="auto",
-                        help="auto: float16 on a GPU, bfloat16 on CPUs with AMX/AVX512-BF16, "
-                             "else float32; mixed: reduced precision even where it is slower "
-                             "(default: auto)")
     parser.add_argument("--gpu", default="auto", metavar="WHICH",
                         help='GPUs to use: auto (every GPU TensorFlow sees), cpu, or indices '
                              'such as 1 or 0,1 (default: auto; memory growth is always on)')
-    parser.add_argument("--mask", choices=MASK_TYPES, default=None,
-                        help="mask for the loss of a new model (default: extended)")
-    parser.add_argument("--loss", choices=LOSSES, default=None,
-                        help="loss of a new model (default: mae+dssim)")
-    parser.add_argument("--coverage", type=float, default=None, metavar="F",
-                        help="share of the aligned face the model sees, for a new model "
-                             "(default: 0.85; long chins need room)")
-    parser.add_argument("--learning-rate", type=float, default=5e-5, metavar="LR",
-                        help="Adam learning rate (default: 5e-5)")
-    parser.add_argument("--stop-on-plateau", action="store_true",
-                        help="stop when the loss gained less than 1%% over the last 20%% of "
-                             "the saves (at least 4 saves against the 4 before)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         select_gpus(args.gpu)
+        check_options(args, "train")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     stop = threading.Event()
@@ -89,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=args.iterations, desc="train", unit="it", dynamic_ncols=True, leave=False,
+    bar = tqdm(total=args.max_iterations, desc="train", unit="it", dynamic_ncols=True, leave=False,
                disable=not sys.stderr.isatty(), file=sys.stderr)
 
     def progress(iteration: int, total: int, info: dict) -> None:
@@ -101,14 +71,9 @@ def run(args: argparse.Namespace) -> int:
                         img_s=f"{info['img_s']:.0f}", refresh=False)
 
     try:
-        result = train(args.a, args.b, args.model_dir, trainer=args.trainer,
-                       batch_size=args.batch_size, iterations=args.iterations,
-                       save_every=args.save_every, snapshot_every=args.snapshot_every,
-                       keep_snapshots=args.keep_snapshots, timelapse_a=args.timelapse_a,
-                       timelapse_b=args.timelapse_b, precision=args.precision, mask=args.mask,
-                       loss=args.loss, coverage=args.coverage,
-                       learning_rate=args.learning_rate, stop_on_plateau=args.stop_on_plateau,
-                       stop_event=stop, progress=progress)
+        result = train(args.a, args.b, args.model_dir, timelapse_a=args.timelapse_a,
+                       timelapse_b=args.timelapse_b, stop_event=stop, progress=progress,
+                       **engine_kwargs(args, "train"))
     except ValueError as exc:  # a bad option value (unknown trainer, coverage out of range)
         print(f"facedrop train: error: {exc}", file=sys.stderr)
         return 2

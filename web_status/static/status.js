@@ -88,7 +88,18 @@
       const kind = el("td");
       kind.appendChild(el("span", "badge kind-" + j.kind, j.kind));
       tr.appendChild(kind);
-      tr.appendChild(el("td", "name", j.name));
+      const name = el("td", "name", j.name);
+      if (j.message && j.message.startsWith("waiting")) name.appendChild(el("div", "muted wait-msg", j.message));
+      if (j.preview_url) {
+        const a = el("a");
+        a.href = j.preview_url;
+        const img = el("img", "preview");
+        img.src = j.preview_url + "?t=" + encodeURIComponent(j.updated || "");
+        img.alt = "preview of " + j.name + " swapped by the current save";
+        a.appendChild(img);
+        name.appendChild(a);
+      }
+      tr.appendChild(name);
       tr.appendChild(el("td", null, j.model || ""));
       tr.appendChild(el("td", null, j.status));
       const w = el("td", null, ago(j.created));
@@ -114,6 +125,7 @@
       setField(card, "iterations", num(m.iterations || 0));
       setField(card, "loss-a", loss(m.loss.a));
       setField(card, "loss-b", loss(m.loss.b));
+      setField(card, "stop-reason", m.stop_reason || "");
       const st = setField(card, "state", m.state);
       if (st) st.className = "badge state state-" + m.state_key;
       const bar = card.querySelector('[data-field="progress"]');
