@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -189,8 +190,13 @@ def served_root(tmp_path, astronaut_faces, grace_faces):
 
     root = build_root(tmp_path / "root", astronaut_faces, grace_faces)
     store, running = populate_db(root)
-    # served as `facedrop run` serves it (daemon/service.py): waitress, 4 threads
-    app = create_app(root, status_ttl=0.2, poll_seconds=0.5)
+    from daemon.config import Config
+    from daemon.settings import describe
+
+    # served as `facedrop run` serves it (daemon/service.py): waitress, 4 threads, and the
+    # settings in force handed over by the daemon
+    app = create_app(root, status_ttl=0.2, poll_seconds=0.5,
+                     settings=describe(Config(root=root)))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -253,7 +259,15 @@ def test_status_page_in_chromium(served_root, browser):  # browser closes before
     # live: change the database and the files, and watch the same page follow
     js("window.__samePage = 'yes'")
     store.update(running, done=90, total=120, progress=0.75)
-    store.add_job("convert", root / "targets" / "demo" / "clip3.mp4", model="demo")
+    waiting = store.add_job("convert", root / "targets" / "demo" / "clip3.mp4", model="demo")
+    store.update(waiting, message="waiting for model demo (iteration 1000, converts when it "
+                                  "stops)")
+    from hotfolders.model import ModelFolder
+    from hotfolders.timelapse import write as write_jpeg
+
+    frame = np.zeros((270, 600, 3), np.uint8)
+    frame[:, 300:] = 200
+    write_jpeg(ModelFolder(root / "models" / "demo").preview(waiting), frame)
     store.upsert_model("demo", iterations=1000, loss_a=0.031, loss_b=0.042, status="training")
     from test_web import timelapse_jpg, write_loss_csv
     from hotfolders.faceimage import list_faces
@@ -269,6 +283,12 @@ def test_status_page_in_chromium(served_root, browser):  # browser closes before
     assert browser.wait_js("document.querySelector('#outputs').textContent.includes('fresh_swapped.mp4')")
     assert browser.wait_js("document.querySelector('[data-field=iterations]').textContent === '1,000'")
     assert browser.wait_js("document.querySelector('[data-field=state]').textContent === 'training'")
+    # a target waiting for its model: why, and its preview frame from the latest save
+    preview = ("(() => { const i = document.querySelector('#queue img.preview');"
+               " return i && i.complete && i.naturalWidth === 600; })()")
+    assert browser.wait_js(preview)
+    assert "converts when it stops" in js("document.querySelector('#queue').textContent")
+    assert js("document.querySelectorAll('#settings tr').length") > 30
     assert browser.wait_js("document.querySelector('img[data-field=chart]').getAttribute('src')"
                            ".endsWith('i=1000')")
     # the person had stepped back in the timelapse: the view stays where it was

@@ -473,3 +473,55 @@ def test_a_target_waits_for_its_model_and_converts_with_whatever_save_it_has_lef
     assert service.params(job) is None  # nothing to load: it waits for a save
     assert "no save yet" in service.store.job(job["id"])["message"]
     service.store.close()
+
+
+def test_a_stopped_model_resumes_only_when_it_may_train_further(tmp_path):
+    """A model that stopped by itself stays stopped until its cap, its stop settings or the
+    approved faces of its people change; a cap it has reached already keeps it stopped."""
+    from daemon.config import Config
+    from daemon.service import Service
+    from daemon.store import Store
+    from hotfolders.atomic import write_json
+
+    root = tmp_path / "root"
+    for person in ("alice", "bob"):
+        (root / "approved" / person / "s1").mkdir(parents=True)
+        (root / "approved" / person / "s1" / "f.png").write_bytes(b"png")
+    folder = root / "models" / "m"
+    folder.mkdir(parents=True)
+    (folder / "model.toml").write_text('a = "alice"\nb = "bob"\n[train]\nmax_iterations = 100\n')
+    service = Service(Config(root=root), serve_web=False)
+    service.store = store = Store(root / ".facedrop" / "state.db")
+    store.upsert_model("m", a="alice", b="bob")
+
+    def trains() -> int:
+        """Queue what should be queued, finish it at once; how many training jobs so far."""
+        service.maybe_train("m")
+        for job in store.jobs("kind = 'train' AND status = 'queued'"):
+            store.transition(job["id"], "done")
+        return len(store.jobs("kind = 'train'"))
+
+    def stop_at(iteration: int, reason: str = "plateau") -> None:
+        write_json(folder / "state.json", {"trainer": "lightweight", "iterations": iteration,
+                                           "stopped": {"reason": reason,
+                                                       "iteration": iteration}})
+
+    assert trains() == 1  # a new model trains
+    stop_at(60)
+    assert trains() == 1 and store.model("m")["status"] == "stopped"
+    assert store.model("m")["stopped_at"] == 60
+    (root / "approved" / "alice" / "s2").mkdir()
+    (root / "approved" / "alice" / "s2" / "g.png").write_bytes(b"png")
+    assert trains() == 2  # new faces approved: it resumes
+    stop_at(80)
+    assert trains() == 2
+    (folder / "model.toml").write_text('a = "alice"\nb = "bob"\n[train]\nmax_iterations = 80\n')
+    assert trains() == 2  # a changed cap it has reached already
+    (folder / "model.toml").write_text('a = "alice"\nb = "bob"\n[train]\nmax_iterations = 500\n'
+                                       'batch_size = 8\n')
+    assert trains() == 3  # raised: it resumes
+    stop_at(500, "iterations")
+    (folder / "model.toml").write_text('a = "alice"\nb = "bob"\n[train]\nmax_iterations = 500\n'
+                                       'batch_size = 4\n')
+    assert trains() == 3  # other settings than the stop's do not restart it
+    store.close()
