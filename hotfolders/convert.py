@@ -32,7 +32,7 @@ from .align import compose, invert, transform_points
 from .digest import sha256_file
 from .errors import InputError
 from .heap import frozen_heap
-from .landmarks import Detection, FaceLandmarker, FaceTracker, plausibility
+from .landmarks import Detection, FaceTracker, PhotoFaces, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .model import SwapModel, face_crop_matrix, load_swap_model
 from .plugins.convert import FACE_SELECT, load_color, load_sharpen
@@ -584,7 +584,7 @@ def _convert_images(jobs: list[tuple[Path, Path]], output: Path, model_dir, sett
     tags = container_tags(model.name, model.iterations, model.trainer)
     model_info = {"name": model.name, "trainer": model.trainer, "iterations": model.iterations,
                   "path": str(model_dir) if model_dir is not None else None}
-    with FaceLandmarker(video=False, max_faces=4) as landmarker:
+    with PhotoFaces(max_faces=4) as landmarker:
         for n, (path, target) in enumerate(jobs, 1):
             image = read_image(path)
             dets = [d for d in landmarker.detect(image)

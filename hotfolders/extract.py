@@ -25,7 +25,7 @@ from .digest import sha256_file
 from .errors import InputError
 from .faceimage import face_name, write_face
 from .heap import frozen_heap
-from .landmarks import Detection, FaceLandmarker, FaceTracker, plausibility
+from .landmarks import Detection, FaceTracker, PhotoFaces, plausibility
 from .masks import MASK_TYPES, landmark_mask
 from .smoothing import TrackSmoother
 from .video import VideoInfo, is_image, prefetch, probe, read_frames
@@ -155,7 +155,7 @@ def extract(input_path: str | Path, out_dir: str | Path, *, every_n: int = 1, si
 
     ok = False
     try:
-        landmarker = (FaceLandmarker(video=False, max_faces=max_faces) if still
+        landmarker = (PhotoFaces(max_faces=max_faces) if still
                       else FaceTracker(max_faces=max_faces, min_size=min_size))
         with landmarker, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="face-writer") as pool:

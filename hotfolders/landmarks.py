@@ -167,23 +167,196 @@ class FaceLandmarker:
         self.close()
 
 
+Box = tuple[float, float, float, float]  # x, y, w, h in frame pixels
+
+
+def tiles(height: int, width: int, n: int = 2) -> list[Box]:
+    """``n`` x ``n`` overlapping tiles covering a frame (each 1.5/n of each side), so a face
+    on a seam is whole in a neighbour."""
+    th, tw = min(height, int(height * 1.5 / n)), min(width, int(width * 1.5 / n))
+    steps = max(1, n - 1)
+    return [(float(round(j * (width - tw) / steps)), float(round(i * (height - th) / steps)),
+             float(tw), float(th)) for i in range(n) for j in range(n)]
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area (a face found twice on two tiles)."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / max(1e-6, min(a[2] * a[3], b[2] * b[3]))
+
+
+class FaceFinder:
+    """MediaPipe's full-range face detector (bundled in the wheel), on the whole frame and,
+    when that finds nothing, on overlapping tiles: the detector sees the frame at 192 px, so
+    a 60 px face in a 1280 px frame would be 9 px to it; on a 2 x 2 tile it is twice that.
+
+    Measured on this machine, 1280 x 720 (``/tmp``-style quick check, kept in
+    ``bench/extract.py``): the whole frame finds faces from about 90 px, 2 x 2 tiles from
+    about 60 px, at about 6 and 25 ms per frame.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, grid: int = 2) -> None:
+        with quiet.native_stderr_hidden():
+            import mediapipe as mp
+
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_confidence)
+        self.grid = grid
+
+    def _run(self, image: np.ndarray, x0: float, y0: float) -> list[tuple[float, Box]]:
+        h, w = image.shape[:2]
+        result = self._detector.process(np.ascontiguousarray(image))
+        found = []
+        for det in result.detections or ():
+            box = det.location_data.relative_bounding_box
+            found.append((float(det.score[0]), (x0 + box.xmin * w, y0 + box.ymin * h,
+                                                box.width * w, box.height * h)))
+        return found
+
+    def boxes(self, image: np.ndarray) -> list[Box]:
+        """Faces in an RGB frame, best first, each once."""
+        found = self._run(image, 0.0, 0.0)
+        if not found and self.grid > 1:
+            for x, y, w, h in tiles(*image.shape[:2], self.grid):
+                found += self._run(image[int(y):int(y + h), int(x):int(x + w)], x, y)
+        kept: list[Box] = []
+        for _, box in sorted(found, key=lambda f: -f[0]):
+            if all(_overlap(box, other) < 0.5 for other in kept):
+                kept.append(box)
+        return kept
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+class CropLandmarker:
+    """Face mesh on an enlarged crop around one face, scaled up to :attr:`SIZE` px, with the
+    points mapped back to the frame: the mesh then sees a small face as a large one."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._mesh = FaceLandmarker(video=False, max_faces=1)
+
+    def detect(self, image: np.ndarray, box: Box, enlarge: float = 2.2) -> Detection | None:
+        import cv2
+
+        x, y, w, h = box
+        side = max(w, h) * enlarge
+        scale = self.SIZE / max(side, 1.0)
+        cx, cy = x + w / 2, y + h / 2
+        matrix = np.array([[scale, 0, self.SIZE / 2 - cx * scale],
+                           [0, scale, self.SIZE / 2 - cy * scale]], np.float32)
+        crop = cv2.warpAffine(image, matrix, (self.SIZE, self.SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        found = self._mesh.detect(crop)
+        if not found:
+            return None
+        centre = np.array([self.SIZE / 2, self.SIZE / 2], np.float32)
+        best = min(found, key=lambda d: float(np.linalg.norm(d.mesh.mean(axis=0) - centre)))
+        return Detection(((best.mesh - matrix[:, 2]) / scale).astype(np.float32))
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class SmallFaces:
+    """Faces too small for the face mesh's own detector: found with :class:`FaceFinder`,
+    then followed from frame to frame by running the mesh on a crop around where each face
+    was (re-detecting only when a face is lost, and every ``redetect_every`` frames for
+    faces that walk in)."""
+
+    def __init__(self, max_faces: int = 4, redetect_every: int = 25) -> None:
+        self.max_faces = max_faces
+        self.redetect_every = redetect_every
+        self.finder = FaceFinder()
+        self.crop = CropLandmarker()
+        self.boxes: list[Box] = []
+        self._since = 0
+        self.detections = 0  # how often the finder ran (for the benchmark)
+
+    def _find(self, image: np.ndarray) -> None:
+        self.boxes = self.finder.boxes(image)[:self.max_faces]
+        self._since = 0
+        self.detections += 1
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        fresh = not self.boxes or self._since >= self.redetect_every
+        if fresh:
+            self._find(image)
+        found = [d for box in self.boxes if (d := self.crop.detect(image, box)) is not None]
+        if not found and not fresh:  # lost them: look again, once
+            self._find(image)
+            found = [d for box in self.boxes if (d := self.crop.detect(image, box)) is not None]
+        if found:  # follow each face with its own landmarks (the mesh box is larger: less room)
+            self.boxes = [d.box for d in found]
+        self._since += 1
+        return found
+
+    def close(self) -> None:
+        self.finder.close()
+        self.crop.close()
+
+
+class PhotoFaces:
+    """Faces of unrelated photos: the mesh's own detector, and when it sees none, the
+    small-face path (a group photo, a wide shot)."""
+
+    def __init__(self, max_faces: int = 4) -> None:
+        self.max_faces = max_faces
+        self._mesh = FaceLandmarker(video=False, max_faces=max_faces)
+        self._small: SmallFaces | None = None
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        found = self._mesh.detect(image)
+        if found:
+            return found
+        if self._small is None:
+            self._small = SmallFaces(self.max_faces)
+        self._small.boxes = []  # nothing carries over from another photo
+        return self._small.detect(image)
+
+    def close(self) -> None:
+        self._mesh.close()
+        if self._small is not None:
+            self._small.close()
+
+    def __enter__(self) -> "PhotoFaces":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class FaceTracker:
-    """Faces of a video, tracked: one face cheaply, several once a second one shows up.
+    """Faces of a video, tracked: one face cheaply, several once a second one shows up, and
+    faces too small for the mesh's own detector through :class:`SmallFaces`.
 
     MediaPipe runs its face detector on every frame that holds fewer faces than its
     ``max_num_faces``, so tracking up to four faces in a video of one person costs half as
     much again per frame as tracking one. This tracks a single face and, every
     ``probe_every`` frames, looks for more with a still-image landmarker; from the first
     frame that shows several plausible faces on, it tracks up to ``max_faces``.
+
+    When the mesh finds no face in a frame, the small-face path looks (a wide shot: a face of
+    60-120 px in a 720p frame). While it follows small faces, the full-frame mesh runs only
+    every ``probe_every`` frames, to notice a face that came close; large faces never pay for
+    the small-face path.
     """
 
-    def __init__(self, max_faces: int = 4, probe_every: int = 25, min_size: int = 32) -> None:
+    def __init__(self, max_faces: int = 4, probe_every: int = 25, min_size: int = 32,
+                 small_faces: bool = True) -> None:
         self.max_faces = max_faces
         self.probe_every = probe_every
         self.min_size = min_size
+        self.small_faces = small_faces
         self.multi = max_faces == 1  # nothing to look for
         self._tracker = FaceLandmarker(video=True, max_faces=1)
         self._prober: FaceLandmarker | None = None
+        self._small: SmallFaces | None = None
+        self._following_small = False
         self._frames = 0
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -194,17 +367,33 @@ class FaceTracker:
                      if plausibility(d, image.shape, self.min_size) is None]
             if len(found) > 1:
                 log.info("several faces in view: tracking up to %d", self.max_faces)
-                self.close()
+                self._tracker.close()
+                self._prober.close()
+                self._prober = None
                 self._tracker = FaceLandmarker(video=True, max_faces=self.max_faces)
                 self.multi = True
+        probe = self._frames % self.probe_every == 0
         self._frames += 1
-        return self._tracker.detect(image)
+        if self._following_small and not probe:
+            found = self._small.detect(image)
+            if found:
+                return found
+        found = self._tracker.detect(image)
+        if found or not self.small_faces:
+            self._following_small = False
+            return found
+        if self._small is None:
+            self._small = SmallFaces(self.max_faces, self.probe_every)
+        found = self._small.detect(image)
+        self._following_small = bool(found)
+        return found
 
     def close(self) -> None:
-        for landmarker in (self._tracker, self._prober):
+        for landmarker in (self._tracker, self._prober, self._small):
             if landmarker is not None:
                 landmarker.close()
         self._prober = None
+        self._small = None
 
     def __enter__(self) -> "FaceTracker":
         return self

@@ -35,7 +35,7 @@ def choose_frame(source: Path) -> PreviewFrame | None:
     import cv2
 
     from .convert import select_faces
-    from .landmarks import FaceLandmarker, plausibility
+    from .landmarks import PhotoFaces, plausibility
     from .video import probe, read_frames, read_image
 
     info = probe(source)
@@ -45,7 +45,7 @@ def choose_frame(source: Path) -> PreviewFrame | None:
         step = max(1, (info.frames or SAMPLES) // SAMPLES)
         frames = [f.image for _, f in zip(range(SAMPLES), read_frames(source, every_n=step))]
     middle = (len(frames) - 1) / 2
-    with FaceLandmarker(video=False, max_faces=4) as landmarker:
+    with PhotoFaces(max_faces=4) as landmarker:
         for index in sorted(range(len(frames)), key=lambda i: abs(i - middle)):
             image = frames[index]
             scale = HEIGHT / image.shape[0]
