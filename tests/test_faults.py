@@ -49,11 +49,12 @@ def daemon(tmp_path_factory):
 
 
 def _running_child(daemon: Daemon, name: str) -> int:
-    """The pid of the stage child running the job for ``name`` (once it reported progress)."""
+    """The pid of the stage child running the job for ``name``, as soon as there is one (a
+    short extraction can finish within a moment of its first progress report)."""
     def found():
         job = daemon.job_for(name)
         kids = daemon.children()
-        return job and job["status"] == "running" and job["done"] and kids and kids[0]
+        return job and job["status"] == "running" and kids and kids[0]
     return daemon.wait_for(f"a child running {name}", found, timeout=60)
 
 
