@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/extract.py
 	$(PY) bench/train.py
+	$(PY) bench/occlusion.py
 	$(PY) bench/convert.py
 	$(PY) bench/daemon.py
 	$(PY) bench/web.py

@@ -15,7 +15,7 @@ import os
 import sys
 
 COMMANDS = ("init", "run", "status", "demo", "extract", "draw", "sort", "clean", "coverage",
-            "train", "convert", "doctor")
+            "mask", "train", "convert", "doctor")
 EXIT_OK = 0
 EXIT_FAILURE = 1      # the command could not do its work (e.g. a daemon already runs there)
 EXIT_BAD_INPUT = 2    # bad input file or folder, or a bad option

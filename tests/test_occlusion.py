@@ -1,0 +1,63 @@
+"""The self-supervised occlusion mask: synthetic occluders, training, applying, the command.
+
+How good the mask gets is measured by bench/occlusion.py (minutes of training); here the
+parts are checked on real faces with a few steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def crops(astronaut_faces):
+    from hotfolders.occlusion import face_crops
+
+    return face_crops([astronaut_faces])
+
+
+def test_the_target_is_the_landmark_mask_minus_the_pasted_occluders(crops):
+    from hotfolders.occlusion import occluded_batch
+
+    faces, masks = crops
+    assert faces.shape[1:] == (96, 96, 3) and masks.shape == faces.shape[:3]
+    rng = np.random.default_rng(1)
+    xs, ys = occluded_batch(faces, masks, rng, 64)
+    assert xs.shape == (64, 96, 96, 3) and ys.shape == (64, 96, 96, 1)
+    visible = ys[..., 0].reshape(64, -1).sum(axis=1)
+    full = (masks > 127).reshape(len(masks), -1).sum(axis=1)
+    # some samples keep the whole face, most lose part of it to an occluder
+    assert (visible > 0.9 * full.mean()).sum() >= 5
+    assert (visible < 0.85 * full.mean()).sum() >= 20
+    # occluded pixels changed the image: where the target lost face, the pixels differ from
+    # any unoccluded version (checked on one sample by pasting by hand)
+    from hotfolders.occlusion import paste
+
+    shape = np.zeros((96, 96), np.uint8)
+    shape[50:80, 10:90] = 255
+    pasted, covered = paste(faces[0], np.full((96, 96, 3), 255, np.uint8), shape, rng)
+    assert covered[60:70, 20:80].min() > 0.9 and covered[:30].max() < 0.01
+    assert (pasted[60:70, 20:80] > 240).all()
+
+
+def test_train_apply_and_the_command(tmp_path, astronaut_faces):
+    import cv2
+
+    from daemon.cli import main
+    from hotfolders.occlusion import OcclusionNet, train_occlusion
+
+    result = train_occlusion([astronaut_faces], tmp_path / "w" / "occlusion.weights.h5", steps=4,
+                             batch_size=4)
+    assert result.weights.is_file() and result.steps == 4 and np.isfinite(result.loss)
+    net = OcclusionNet(result.weights)
+    prob = net.visible(np.zeros((2, 128, 128, 3), np.uint8))
+    assert prob.shape == (2, 128, 128) and 0.0 <= prob.min() and prob.max() <= 1.0
+
+    assert main(["mask", "apply", str(astronaut_faces), "--weights", str(result.weights),
+                 "-o", str(tmp_path / "visible")]) == 0
+    pngs = sorted((tmp_path / "visible").glob("*_visible.png"))
+    assert len(pngs) == len(list(astronaut_faces.glob("*.png")))
+    assert cv2.imread(str(pngs[0]), cv2.IMREAD_GRAYSCALE).shape == (128, 128)  # their size
+    assert main(["mask", "train", str(astronaut_faces), "-o", str(tmp_path / "cli.weights.h5"),
+                 "--steps", "2"]) == 0
+    assert (tmp_path / "cli.weights.h5").is_file()
