@@ -21,6 +21,7 @@ from hotfolders.digest import sha256_file
 from hotfolders.errors import InputError
 from hotfolders.model import ModelFolder, describe_stop, stopped
 from hotfolders.names import plain_name, printable
+from hotfolders.occlusion import WEIGHTS_NAME as OCCLUSION_WEIGHTS
 from hotfolders.safefs import confine, confinement, is_inside
 
 from .config import Config, ConfigError, ModelSettings, init_root, load_model, load_target
@@ -199,7 +200,9 @@ class Service:
         """What decides whether a stopped model may train further: its stop settings and the
         approved faces of its two people."""
         t = settings.train
-        faces = [_folder_signature(self.root / "approved" / p) for p in (settings.a, settings.b)]
+        faces = [sorted((d.name, _folder_signature(d)) for d in (self.root / "approved" / p)
+                        .iterdir() if d.is_dir())  # the sets (not the occlusion weights)
+                 for p in (settings.a, settings.b)]
         text = repr((t.stop, t.max_iterations, t.plateau_gain, faces))
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -252,8 +255,12 @@ class Service:
             if job.get("message") != message:
                 self.store.update(job["id"], message=message)
             return None
+        options = engine_kwargs(convert, "convert")
+        if convert.mask == "occlusion" and settings is not None:  # the input person's network
+            person = settings.b if convert.swap else settings.a
+            options["occlusion"] = str(self.root / "approved" / person / OCCLUSION_WEIGHTS)
         return ConvertParams(str(self.root), job["input"], job["model"], str(folder.path),
-                             engine_kwargs(convert, "convert"), self.config.gpu)
+                             options, self.config.gpu)
 
     def _not_ready(self, job: dict, folder: ModelFolder, convert_when: str) -> str:
         """Why a target of ``folder`` must wait (``convert_when``), or "" when it may run."""

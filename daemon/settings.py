@@ -58,6 +58,7 @@ _face_select = registry("hotfolders.plugins.convert", "FACE_SELECT")
 _losses = registry("hotfolders.training", "LOSSES")
 _precisions = registry("hotfolders.training", "PRECISIONS")
 _stops = registry("hotfolders.training", "STOPS")
+_convert_masks = registry("hotfolders.convert", "CONVERT_MASKS")
 _frozen = registry("hotfolders.model", "FROZEN")
 
 
@@ -285,8 +286,11 @@ SETTINGS: tuple[Setting, ...] = (
       check=_convert_when, places=EVERYWHERE),
     S("convert", "color", "avg-color", "colour adjustment of the swapped face", choices=_colors,
       places=EVERYWHERE, option=True),
-    S("convert", "mask", "extended", "mask that blends the swapped face into the frame",
-      choices=_masks, places=EVERYWHERE, option=True),
+    S("convert", "mask", "extended", "mask that blends the swapped face into the frame; "
+      "occlusion: the extended mask minus what covers the face (a hand, a microphone), by "
+      "the input person's occlusion network (facedrop mask train; the daemon uses "
+      "approved/<person>/occlusion.weights.h5)", choices=_convert_masks, places=EVERYWHERE,
+      option=True),
     S("convert", "erode", 0, "shrink (positive) or grow (negative) the mask, in model pixels",
       check=between(-64, 64), places=EVERYWHERE, option=True),
     S("convert", "blur", AUTO, 'feather the mask edge, in model pixels; "auto": 1/16 of the '

@@ -60,6 +60,9 @@ Progress = Callable[[int, int], None]
 Face = tuple[np.ndarray, "np.ndarray | None"]  # 68 landmarks, mesh (frame pixels)
 
 MIN_FACE = 32            # px; smaller detections are not swapped
+# masks conversion blends with: the landmark masks, and "occlusion" (the extended mask where
+# the person's occlusion network sees their face: a hand or microphone over it stays)
+CONVERT_MASKS = (*MASK_TYPES, "occlusion")
 PROBE_EVERY = 25         # frames between checks for additional faces (single-face tracking)
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -94,11 +97,16 @@ class Settings:
     swap: bool = False       # False: A -> B (target shows A); True: B -> A
     label: bool = True
     face_select: str = "largest"
+    occlusion: str | None = None  # weights of the input person's occlusion network
 
     def check(self) -> None:
         """Unknown names fail before any work is done."""
-        if self.mask not in MASK_TYPES:
-            raise ValueError(f"unknown mask {self.mask!r}; choose one of {', '.join(MASK_TYPES)}")
+        if self.mask not in CONVERT_MASKS:
+            raise ValueError(f"unknown mask {self.mask!r}; choose one of "
+                             f"{', '.join(CONVERT_MASKS)}")
+        if self.mask == "occlusion" and not self.occlusion:
+            raise ValueError("mask occlusion needs the input person's occlusion weights "
+                             "(facedrop mask train; --occlusion-weights)")
         if self.face_select not in FACE_SELECT:
             raise ValueError(f"unknown face selection {self.face_select!r}; "
                              f"choose one of {', '.join(FACE_SELECT)}")
@@ -126,6 +134,14 @@ class FaceSwapper:
         self.blur = settings.blur if settings.blur is not None else max(1, out // 16)
         self.own = "b2b" if settings.swap else "a2a"  # the input person's own decoder
         self.faces_swapped = 0
+        self.occlusion = None
+        if settings.mask == "occlusion":
+            from .occlusion import OcclusionNet
+
+            if not Path(settings.occlusion).is_file():
+                raise InputError(Path(settings.occlusion), "occlusion weights not found "
+                                                           "(make them with facedrop mask train)")
+            self.occlusion = OcclusionNet(settings.occlusion)
 
     def crop(self, frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's input crop and its frame -> crop matrix.
@@ -152,15 +168,21 @@ class FaceSwapper:
         """Frame -> model output pixels."""
         return compose(self.to_output, matrix)
 
-    def mask(self, landmarks: np.ndarray, mesh: np.ndarray | None, matrix: np.ndarray) -> np.ndarray:
-        """The blend mask in model-output space: float32 HxWx1 in [0, 1], eroded and feathered."""
+    def mask(self, landmarks: np.ndarray, mesh: np.ndarray | None, matrix: np.ndarray,
+             frame: np.ndarray | None = None) -> np.ndarray:
+        """The blend mask in model-output space: float32 HxWx1 in [0, 1], eroded and feathered.
+        ``occlusion`` needs the ``frame`` (what covers the face is in its pixels)."""
         import cv2
 
         out = self.model.output_size
         to_out = self.output_matrix(matrix)
         mesh_out = transform_points(mesh, to_out) if mesh is not None and len(mesh) else None
         kind = self.settings.mask if (self.settings.mask != "mesh" or mesh_out is not None) else "extended"
+        if kind == "occlusion":
+            kind = "extended"
         m = landmark_mask(kind, transform_points(landmarks, to_out), out, mesh_out)
+        if self.occlusion is not None and frame is not None:
+            m = m & self._visible(frame, landmarks, to_out)
         if self.settings.erode:
             k = np.ones((3, 3), np.uint8)
             op = cv2.erode if self.settings.erode > 0 else cv2.dilate
@@ -168,6 +190,23 @@ class FaceSwapper:
         if self.blur:
             m = cv2.GaussianBlur(m, (0, 0), self.blur / 2)
         return m.astype(np.float32)[..., None] / 255.0
+
+    def _visible(self, frame: np.ndarray, landmarks: np.ndarray, to_out: np.ndarray) -> np.ndarray:
+        """Where the input person's occlusion network sees their face, in model-output
+        pixels (uint8 0/255): it looks at the full aligned crop, as it was trained."""
+        import cv2
+
+        from .align import crop_matrix
+        from .occlusion import SIZE
+
+        full = crop_matrix(landmarks, SIZE, self.model.padding)
+        crop = cv2.warpAffine(frame, full, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)
+        prob = self.occlusion.visible(crop[None])[0]
+        out = self.model.output_size
+        prob = cv2.warpAffine(prob, compose(to_out, invert(full)), (out, out),
+                              flags=cv2.INTER_LINEAR)
+        return ((prob > 0.5) * 255).astype(np.uint8)
 
     def blend(self, frame: np.ndarray, face: np.ndarray, landmarks: np.ndarray,
               mesh: np.ndarray | None, matrix: np.ndarray) -> np.ndarray:
@@ -182,7 +221,7 @@ class FaceSwapper:
         to_out = self.output_matrix(matrix)
         original = cv2.warpAffine(frame, to_out, (out, out), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
-        mask = self.mask(landmarks, mesh, matrix)
+        mask = self.mask(landmarks, mesh, matrix, frame)
         face = self.color(face, original, mask)
         # only the frame region under the mask is touched: its bounding box, mapped back
         bx, by, bw, bh = cv2.boundingRect((mask[..., 0] > 0).astype(np.uint8))
@@ -425,6 +464,7 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
             alignments: str | Path | None = None, mask: str = "extended", erode: int = 0,
             blur: int | None = None, color: str = "avg-color", sharpen: str = "none",
             swap: bool = False, label: bool = True, face_select: str = "largest",
+            occlusion: str | Path | None = None,
             batch_size: int = 8, progress: Progress | None = None,
             model: SwapModel | None = None, sha256: str | None = None) -> ConvertResult:
     """Swap faces in ``video`` (or a folder of images) with the model in ``model_dir``.
@@ -437,7 +477,8 @@ def convert(video: str | Path, model_dir: str | Path, output: str | Path, *,
     """
     started = time.perf_counter()
     video, output = Path(video), Path(output)
-    settings = Settings(mask, erode, blur, color, sharpen, swap, label, face_select)
+    settings = Settings(mask, erode, blur, color, sharpen, swap, label, face_select,
+                        str(occlusion) if occlusion else None)
     settings.check()
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")

@@ -61,3 +61,37 @@ def test_train_apply_and_the_command(tmp_path, astronaut_faces):
     assert main(["mask", "train", str(astronaut_faces), "-o", str(tmp_path / "cli.weights.h5"),
                  "--steps", "2"]) == 0
     assert (tmp_path / "cli.weights.h5").is_file()
+
+
+def test_conversion_with_the_occlusion_mask(tmp_path, astronaut_faces, model_dir, swap_model,
+                                            astronaut_video):
+    """``--mask occlusion``: the blend mask is the extended mask where the person's network
+    sees their face (never more); a conversion with it runs and says so in its manifest."""
+    import json
+
+    from hotfolders import alignments as al
+    from hotfolders.convert import FaceSwapper, Settings, convert
+    from hotfolders.model import face_crop_matrix
+    from hotfolders.occlusion import train_occlusion
+    from hotfolders.video import read_frames
+
+    weights = train_occlusion([astronaut_faces], tmp_path / "occlusion.weights.h5", steps=6,
+                              batch_size=4).weights
+    frame = next(iter(read_frames(astronaut_video[0]))).image
+    entry = al.load(astronaut_faces / al.ALIGNMENTS_NAME).faces(0)[0]
+    matrix = face_crop_matrix(entry.landmarks, swap_model)
+    plain = FaceSwapper(swap_model, Settings(mask="extended", blur=0)).mask(
+        entry.landmarks, entry.mesh, matrix, frame)
+    occluded = FaceSwapper(swap_model, Settings(mask="occlusion", blur=0,
+                                                occlusion=str(weights))).mask(
+        entry.landmarks, entry.mesh, matrix, frame)
+    assert occluded.shape == plain.shape and (occluded <= plain).all()
+    with pytest.raises(ValueError, match="needs the input person's occlusion weights"):
+        Settings(mask="occlusion").check()
+
+    out = tmp_path / "clip_swapped.mp4"
+    convert(astronaut_video[0], model_dir, out, mask="occlusion", occlusion=weights,
+            model=swap_model)
+    manifest = json.loads(out.with_name("clip_swapped.provenance.json").read_text())
+    assert manifest["settings"]["mask"] == "occlusion"
+    assert manifest["settings"]["occlusion"] == str(weights)

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "landmarks detected now are saved there for the next run "
                              "(default: detect faces in every frame)")
     add_options(parser, "convert")  # every [convert] setting, declared in daemon/settings.py
+    parser.add_argument("--occlusion-weights", type=Path, metavar="FILE",
+                        help="the input person's occlusion network, for --mask occlusion "
+                             "(from `facedrop mask train`)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="faces per model call (default: 8)")
     parser.add_argument("--gpu", default="auto", metavar="WHICH",
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(f"convert {args.input.name}") as update:
         result = convert(args.input, args.model_dir, args.output, alignments=args.alignments,
                          batch_size=args.batch_size, progress=update,
+                         occlusion=args.occlusion_weights,
                          **engine_kwargs(args, "convert"))
     print(result.describe())
     if result.manifest:
