@@ -28,7 +28,8 @@ class Kind:
     job: str                # the job's kind in the store and its stage's name: "extract"
     folder: str             # the hot folder it watches: "inbox"
     takes: str              # candidates: "media" (videos and photos in <folder>/<owner>/),
-                            # "folders" (<folder>/<owner>/<set>/), "settings" (<owner>/model.toml)
+                            # "folders" (<folder>/<owner>/<set>/), "settings" (<owner>/model.toml),
+                            # or "follow-up": none, the service queues it after other work
     owner: str              # the store column of the owner folder's name: "person" or "model"
     priority: int           # lower runs first; training, last, yields to everything else
     advice: str             # what to do about a failure (in the .error.txt)
@@ -47,6 +48,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("clean", "approved", "folders", "person", 10,
          "Check the folder holds the faces of one extraction and its alignments.json.gz, then "
          "move it into approved/<person>/ again."),
+    Kind("mask", "approved", "follow-up", "person", 15,
+         "Check the approved faces of that person, then move a set into approved/<person>/ "
+         "again (or run facedrop mask train).", moves_failed=False, stall_factor=3.0),
     Kind("convert", "targets", "media", "model", 20,
          "Check that the video plays and that its model has trained, then drop it into "
          "targets/<model>/ again.", temp_folder="output", temp=_part_file,
@@ -59,5 +63,5 @@ KINDS: tuple[Kind, ...] = (
 SETTINGS_FILE = "model.toml"  # what a "settings" kind's owner folder holds
 
 BY_JOB = {k.job: k for k in KINDS}
-WATCHED = tuple(k.folder for k in KINDS)
+WATCHED = tuple(dict.fromkeys(k.folder for k in KINDS if k.takes != "follow-up"))
 PRIORITY = {k.job: k.priority for k in KINDS}

@@ -28,7 +28,7 @@ from .config import Config, ConfigError, ModelSettings, init_root, load_model, l
 from .jobs import Worker, move_to_failed
 from .kinds import BY_JOB
 from .settings import engine_kwargs, in_section, parse_convert_when
-from .stages import CleanParams, ConvertParams, ExtractParams, TrainParams
+from .stages import CleanParams, ConvertParams, ExtractParams, MaskParams, TrainParams
 from .scheduler import Scheduler, housekeeping
 from .sdnotify import notify, watchdog_interval
 from .store import Store
@@ -225,6 +225,8 @@ class Service:
             return self._train_params(job)
         if kind == "convert":
             return self._convert_params(job)
+        if kind == "mask":
+            return MaskParams(root, job["person"])
         return None
 
     def _train_params(self, job: dict) -> TrainParams:
@@ -258,9 +260,34 @@ class Service:
         options = engine_kwargs(convert, "convert")
         if convert.mask == "occlusion" and settings is not None:  # the input person's network
             person = settings.b if convert.swap else settings.a
-            options["occlusion"] = str(self.root / "approved" / person / OCCLUSION_WEIGHTS)
+            weights = self.root / "approved" / person / OCCLUSION_WEIGHTS
+            if not weights.is_file():
+                self._queue_mask(person)
+                message = f"waiting for the occlusion mask of {person}"
+                if job.get("message") != message:
+                    self.store.update(job["id"], message=message)
+                return None
+            options["occlusion"] = str(weights)
         return ConvertParams(str(self.root), job["input"], job["model"], str(folder.path),
                              options, self.config.gpu)
+
+    def _queue_mask(self, person: str) -> None:
+        """Train ``person``'s occlusion network (once at a time; again after new faces)."""
+        folder = self.root / "approved" / person
+        if (folder.is_dir() and is_inside(folder, self.root)
+                and not self.store.active_job_for("mask", folder)):
+            self.store.add_job("mask", folder, person=person)
+
+    def _wants_occlusion(self, person: str) -> bool:
+        """Whether a conversion of ``person`` uses the occlusion mask (facedrop.toml, or a
+        model of theirs)."""
+        if self.config.convert.mask == "occlusion":
+            return True
+        for model in self.store.db["models"].rows_where("a = ? OR b = ?", [person, person]):
+            settings = self._model_settings(model["name"])
+            if settings is not None and settings.convert.mask == "occlusion":
+                return True
+        return False
 
     def _not_ready(self, job: dict, folder: ModelFolder, convert_when: str) -> str:
         """Why a target of ``folder`` must wait (``convert_when``), or "" when it may run."""
@@ -298,6 +325,9 @@ class Service:
             folder = Path(job["input"])
             if folder.exists():  # cleaning renamed files: remember the cleaned state
                 self.store.remember(folder, _folder_signature(folder), 0, 0.0, job["id"])
+            if job.get("person") and self._wants_occlusion(job["person"]):
+                with self.lock:  # new faces: the person's occlusion mask learns them too
+                    self._queue_mask(job["person"])
         if kind == "convert" and job["status"] in ("done", "failed"):
             ModelFolder(self.root / "models" / job["model"]).preview(job["id"]).unlink(
                 missing_ok=True)

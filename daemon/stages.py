@@ -57,6 +57,13 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class MaskParams:
+    root: str
+    person: str
+    steps: int = 1200
+
+
+@dataclass(frozen=True)
 class ConvertParams:
     root: str
     input: str
@@ -233,8 +240,25 @@ def convert_stage(p: ConvertParams, report: Report, control: Control) -> dict[st
             "message": result.describe()}
 
 
+def mask_stage(p: MaskParams, report: Report, control: Control) -> dict[str, Any]:
+    """approved/<person>/: train that person's occlusion network on all their approved sets;
+    the weights go beside the sets."""
+    from hotfolders.occlusion import WEIGHTS_NAME, train_occlusion
+
+    report({"message": "loading faces for the occlusion mask"})
+    root = Path(p.root)
+    weights = check_inside(root / "approved" / p.person) / WEIGHTS_NAME
+    result = train_occlusion(approved_sets(root, p.person), weights, steps=p.steps,
+                             progress=lambda i, n, loss: report(
+                                 {"done": i, "total": n, "unit": "steps",
+                                  "message": f"occlusion mask: loss {loss:.3f}"}))
+    return {"output": str(result.weights),
+            "message": f"occlusion mask of {p.person}: {result.steps} steps in "
+                       f"{result.seconds:.0f} s, loss {result.loss:.3f}"}
+
+
 STAGES = {"extract": extract_stage, "clean": clean_stage, "train": train_stage,
-          "convert": convert_stage}
+          "mask": mask_stage, "convert": convert_stage}
 
 
 def _die_with_parent() -> None:

@@ -125,6 +125,8 @@ def list_hot_folders(root: Path) -> Listing:
     ignored there."""
     out = Listing(root)
     for kind in KINDS:
+        if kind.takes == "follow-up":
+            continue
         top = root / kind.folder
         if not is_inside(top, root):
             out.ignore(top, "the hot folder itself leads outside the facedrop root")

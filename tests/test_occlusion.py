@@ -95,3 +95,48 @@ def test_conversion_with_the_occlusion_mask(tmp_path, astronaut_faces, model_dir
     manifest = json.loads(out.with_name("clip_swapped.provenance.json").read_text())
     assert manifest["settings"]["mask"] == "occlusion"
     assert manifest["settings"]["occlusion"] == str(weights)
+
+
+def test_the_daemon_trains_a_persons_mask_when_their_conversions_use_it(tmp_path,
+                                                                         astronaut_faces,
+                                                                         model_dir):
+    """With ``[convert] mask = "occlusion"`` a cleaned set queues its person's occlusion
+    training (a job of its own, before conversions); a target waits for the weights, which
+    the mask stage writes beside the approved sets, and then converts with them."""
+    import shutil
+    from dataclasses import replace
+
+    from daemon.config import Config
+    from daemon.kinds import PRIORITY
+    from daemon.service import Service
+    from daemon.stages import Control, mask_stage
+    from daemon.store import Store
+
+    root = tmp_path / "root"
+    shutil.copytree(astronaut_faces, root / "approved" / "alice" / "s1")
+    shutil.copytree(model_dir, root / "models" / "m")
+    (root / "models" / "m" / "model.toml").write_text(
+        'a = "alice"\nb = "bob"\n[convert]\nmask = "occlusion"\nconvert_when = "first-save"\n')
+    service = Service(Config(root=root), serve_web=False)
+    service.store = store = Store(root / ".facedrop" / "state.db")
+    store.upsert_model("m", a="alice", b="bob")
+    clean = store.add_job("clean", root / "approved" / "alice" / "s1", person="alice")
+    store.transition(clean, "done")
+    service.finished(store.job(clean), "clean")
+    (mask,) = store.jobs("kind = 'mask'")
+    assert mask["person"] == "alice" and mask["priority"] < PRIORITY["convert"]
+
+    target = root / "targets" / "m" / "t.mp4"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"a video")
+    job = store.job(store.add_job("convert", target, model="m"))
+    assert service.params(job) is None
+    assert store.job(job["id"])["message"] == "waiting for the occlusion mask of alice"
+    assert len(store.jobs("kind = 'mask'")) == 1  # asked again, queued once
+
+    params = replace(service.params(store.job(mask["id"])), steps=3)
+    result = mask_stage(params, lambda info: None, Control())
+    weights = root / "approved" / "alice" / "occlusion.weights.h5"
+    assert result["output"] == str(weights) and weights.is_file()
+    assert service.params(job).convert["occlusion"] == str(weights)
+    store.close()
