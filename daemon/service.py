@@ -229,9 +229,19 @@ class Service:
             return MaskParams(root, job["person"])
         return None
 
-    def _train_params(self, job: dict) -> TrainParams:
+    def _train_params(self, job: dict) -> TrainParams | None:
         folder = ModelFolder(job["input"])
         settings = load_model(folder / "model.toml", self.config)
+        if self._train_mask(folder.name, settings) == "occlusion":  # waits for both networks
+            missing = [p for p in (settings.a, settings.b)
+                       if not (self.root / "approved" / p / OCCLUSION_WEIGHTS).is_file()]
+            for person in missing:
+                self._queue_mask(person)
+            if missing:
+                message = f"waiting for the occlusion mask of {' and '.join(missing)}"
+                if job.get("message") != message:
+                    self.store.update(job["id"], message=message)
+                return None
         train = engine_kwargs(settings.train, "train")
         if folder.state() is not None:  # fixed at creation: only model.toml may insist
             for s in in_section("train"):
@@ -281,13 +291,22 @@ class Service:
     def _wants_occlusion(self, person: str) -> bool:
         """Whether a conversion of ``person`` uses the occlusion mask (facedrop.toml, or a
         model of theirs)."""
-        if self.config.convert.mask == "occlusion":
+        if "occlusion" in (self.config.convert.mask, self.config.train.mask):
             return True
         for model in self.store.db["models"].rows_where("a = ? OR b = ?", [person, person]):
             settings = self._model_settings(model["name"])
-            if settings is not None and settings.convert.mask == "occlusion":
+            if settings is not None and "occlusion" in (settings.convert.mask,
+                                                        self._train_mask(model["name"], settings)):
                 return True
         return False
+
+    def _train_mask(self, name: str, settings: ModelSettings) -> str:
+        """The loss mask of a model: as it was created, or as its settings say for a new one."""
+        try:
+            state = ModelFolder(self.root / "models" / name).state()
+        except InputError:
+            state = None
+        return str((state or {}).get("mask") or settings.train.mask)
 
     def _not_ready(self, job: dict, folder: ModelFolder, convert_when: str) -> str:
         """Why a target of ``folder`` must wait (``convert_when``), or "" when it may run."""

@@ -51,7 +51,7 @@ def registry(module: str, name: str) -> Callable[[], tuple[str, ...]]:
 
 
 _trainers = registry("hotfolders.plugins.train", "TRAINERS")
-_masks = registry("hotfolders.masks", "MASK_TYPES")
+_train_masks = registry("hotfolders.training", "TRAIN_MASKS")
 _colors = registry("hotfolders.plugins.convert", "COLORS")
 _sharpeners = registry("hotfolders.plugins.convert", "SHARPENERS")
 _face_select = registry("hotfolders.plugins.convert", "FACE_SELECT")
@@ -271,8 +271,10 @@ SETTINGS: tuple[Setting, ...] = (
       choices=_precisions, places=ROOT_AND_MODEL, option=True),
     S("train", "coverage", 0.85, "share of the aligned face a new model sees (long chins need "
       "room)", check=between(0.5, 1.0), places=ROOT_AND_MODEL, option=True),
-    S("train", "mask", "extended", "mask of a new model's loss: only the face inside it counts",
-      choices=_masks, places=ROOT_AND_MODEL, option=True),
+    S("train", "mask", "extended", "mask of a new model's loss: only the face inside it "
+      "counts; occlusion: the extended mask minus what covers the face (each person's "
+      "occlusion network, beside their approved sets)", choices=_train_masks,
+      places=ROOT_AND_MODEL, option=True),
     S("train", "loss", "mae+dssim", "loss of a new model", choices=_losses,
       places=ROOT_AND_MODEL, option=True),
     S("train", "learning_rate", 5e-5, "Adam's learning rate (lower it if the loss diverges)",

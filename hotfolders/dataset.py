@@ -127,8 +127,9 @@ def eye_mouth_region(landmarks: np.ndarray, size: int) -> np.ndarray:
 def load_faces(dirs: Sequence[str | Path], size: int, coverage: float, mask: str,
                side: str, min_faces: int = MIN_FACES) -> FaceSet:
     """Read every face of ``dirs`` and prepare its crop and maps (decoded on two threads)."""
-    if mask not in MASK_TYPES:
-        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASK_TYPES)}")
+    if mask not in (*MASK_TYPES, "occlusion"):
+        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASK_TYPES)}, "
+                         "occlusion")
     if not dirs:
         raise InputError(None, f"no face folders given for side {side}")
     files = face_files(dirs)
@@ -138,9 +139,11 @@ def load_faces(dirs: Sequence[str | Path], size: int, coverage: float, mask: str
                          f"side {side} has {len(files)} faces in {where}; at least {min_faces} "
                          "are needed (a few hundred for a good model)")
 
+    landmarks_mask = "extended" if mask == "occlusion" else mask
+
     def one(path: Path):
         image, meta = read_face(path)
-        return prepare_face(image, meta, path, size, coverage, mask)
+        return prepare_face(image, meta, path, size, coverage, landmarks_mask)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         prepared = list(pool.map(one, files))
@@ -148,8 +151,13 @@ def load_faces(dirs: Sequence[str | Path], size: int, coverage: float, mask: str
     if len(paddings) > 1:
         raise InputError(Path(str(dirs[0])), f"faces of side {side} were extracted with different "
                                              f"paddings {paddings}; re-extract them alike")
-    return FaceSet(np.stack([c for c, _, _ in prepared]), np.stack([m for _, m, _ in prepared]),
-                   files, paddings[0])
+    faces = FaceSet(np.stack([c for c, _, _ in prepared]), np.stack([m for _, m, _ in prepared]),
+                    files, paddings[0])
+    if mask == "occlusion":  # the extended mask minus what covers the face (hands, mics)
+        from .occlusion import occlude_maps
+
+        occlude_maps(faces, dirs, coverage)
+    return faces
 
 
 @functools.lru_cache(maxsize=8)

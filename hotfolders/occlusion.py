@@ -262,6 +262,39 @@ class OcclusionNet:
         return prob.astype(np.float32)
 
 
+def weights_for(dirs: Sequence[str | Path]) -> Path:
+    """Where a person's weights live: beside their approved sets (``approved/<person>/``),
+    that is in the folder above the first face folder."""
+    return Path(dirs[0]).resolve().parent / WEIGHTS_NAME
+
+
+def occlude_maps(faces, dirs: Sequence[str | Path], coverage: float,
+                 weights: str | Path | None = None) -> None:
+    """Cut what covers each face out of ``faces.maps[..., 0]`` (a training FaceSet at
+    ``coverage``), with the person's network: a hand on a training face is not learned as
+    face. The network sees the full aligned crops, as it was trained."""
+    import cv2
+
+    from .align import sub_crop_matrix
+    from .errors import InputError
+
+    weights = Path(weights) if weights else weights_for(dirs)
+    if not weights.is_file():
+        raise InputError(weights, "no occlusion mask for these faces yet (train it with "
+                                  "facedrop mask train)")
+    full, _ = face_crops(dirs)
+    if len(full) != len(faces):
+        raise InputError(Path(str(dirs[0])), "the faces changed while they were read")
+    net = OcclusionNet(weights)
+    size = faces.size
+    to_crop = sub_crop_matrix(SIZE, coverage, size)
+    for start in range(0, len(full), 64):
+        prob = net.visible(full[start:start + 64])
+        for i, p in enumerate(prob, start):
+            seen = cv2.warpAffine(p, to_crop, (size, size), flags=cv2.INTER_LINEAR) > 0.5
+            faces.maps[i, ..., 0] = np.where(seen, faces.maps[i, ..., 0], 0)
+
+
 def visible_face(net: OcclusionNet, faces: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """The occlusion mask: the landmark mask (uint8 0/255) where the network sees the face;
     N x S x S bool."""

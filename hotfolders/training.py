@@ -37,6 +37,9 @@ Callback = Callable[[dict[str, Any]], None]
 Progress = Callable[[int, int, dict[str, Any]], None]
 
 LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
+# the loss's mask: a landmark mask, or "occlusion" (extended minus what covers the face, by
+# each person's occlusion network beside their approved sets: facedrop mask train)
+TRAIN_MASKS = (*MASK_TYPES, "occlusion")
 PRECISIONS = ("auto", "float32", "mixed")
 STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
@@ -285,8 +288,8 @@ def _validate(trainer: str, coverage: float, mask: str, loss: str, batch_size: i
               save_every: int, snapshot_every: int, keep_snapshots: int) -> None:
     if trainer not in TRAINERS:
         raise ValueError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
-    if mask not in MASK_TYPES:
-        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASK_TYPES)}")
+    if mask not in TRAIN_MASKS:
+        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(TRAIN_MASKS)}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if not 0.5 <= coverage <= 1.0:
@@ -299,7 +302,8 @@ def _validate(trainer: str, coverage: float, mask: str, loss: str, batch_size: i
 def _pick_samples(faces: FaceSet, folders: Sequence[str | Path] | None, coverage: float,
                   mask: str, side: str) -> np.ndarray:
     if folders:
-        faces = load_faces(folders, faces.size, coverage, mask, f"{side} (timelapse)",
+        faces = load_faces(folders, faces.size, coverage,  # only the pictures are used
+                           "extended" if mask == "occlusion" else mask, f"{side} (timelapse)",
                            min_faces=1)
     return faces.images[sample_indices(len(faces), SAMPLES)]
 

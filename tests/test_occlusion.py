@@ -140,3 +140,55 @@ def test_the_daemon_trains_a_persons_mask_when_their_conversions_use_it(tmp_path
     assert result["output"] == str(weights) and weights.is_file()
     assert service.params(job).convert["occlusion"] == str(weights)
     store.close()
+
+
+def test_training_with_the_occlusion_mask(tmp_path, astronaut_faces, grace_faces):
+    """``mask = "occlusion"`` for training: each side's loss mask is the extended mask minus
+    what that person's network says covers the face (never more than the extended mask); a
+    side without a network is refused with the reason."""
+    import shutil
+
+    from hotfolders.dataset import load_faces
+    from hotfolders.errors import InputError
+    from hotfolders.occlusion import WEIGHTS_NAME, train_occlusion
+    from hotfolders.training import train
+
+    sides = {}
+    for person, faces in (("alice", astronaut_faces), ("bob", grace_faces)):
+        shutil.copytree(faces, tmp_path / "approved" / person / "s1")
+        sides[person] = [tmp_path / "approved" / person / "s1"]
+    with pytest.raises(InputError, match="no occlusion mask"):
+        load_faces(sides["alice"], 64, 0.85, "occlusion", "A")
+    for person in sides:
+        train_occlusion(sides[person], tmp_path / "approved" / person / WEIGHTS_NAME, steps=3,
+                        batch_size=4)
+    plain = load_faces(sides["alice"], 64, 0.85, "extended", "A")
+    cut = load_faces(sides["alice"], 64, 0.85, "occlusion", "A")
+    assert (cut.maps[..., 0] <= plain.maps[..., 0]).all()
+    assert (cut.maps[..., 1] == plain.maps[..., 1]).all()
+    result = train(sides["alice"], sides["bob"], tmp_path / "m", mask="occlusion", iterations=2,
+                   batch_size=2, save_every=2, precision="float32")
+    assert result.iterations == 2
+
+
+def test_training_with_the_occlusion_mask_waits_for_both_networks(tmp_path):
+    from daemon.config import Config
+    from daemon.service import Service
+    from daemon.store import Store
+
+    root = tmp_path / "root"
+    for person in ("alice", "bob"):
+        (root / "approved" / person / "s1").mkdir(parents=True)
+    (root / "models" / "m").mkdir(parents=True)
+    (root / "models" / "m" / "model.toml").write_text(
+        'a = "alice"\nb = "bob"\n[train]\nmask = "occlusion"\n')
+    service = Service(Config(root=root), serve_web=False)
+    service.store = store = Store(root / ".facedrop" / "state.db")
+    job = store.job(store.add_job("train", root / "models" / "m", model="m"))
+    assert service.params(job) is None
+    assert store.job(job["id"])["message"] == "waiting for the occlusion mask of alice and bob"
+    assert sorted(j["person"] for j in store.jobs("kind = 'mask'")) == ["alice", "bob"]
+    (root / "approved" / "alice" / "occlusion.weights.h5").write_bytes(b"w")
+    (root / "approved" / "bob" / "occlusion.weights.h5").write_bytes(b"w")
+    assert service.params(job).train["mask"] == "occlusion"
+    store.close()
