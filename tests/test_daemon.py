@@ -164,13 +164,17 @@ def _done_events(root: Path) -> dict[int, int]:
         conn.close()
 
 
-def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path, astronaut_video):
+def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path):
+    from media import make_video
+
     root = tmp_path / "root"
     subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
                    capture_output=True)
     (root / "facedrop.toml").write_text(CONFIG.replace("every_n = 2", "every_n = 1"))
     (root / "inbox" / "alice").mkdir()
-    shutil.copy(astronaut_video[0], root / "inbox" / "alice" / "alice.mp4")
+    # 200 frames: long enough that the kill lands mid-way however fast the machine is
+    make_video(root / "inbox" / "alice" / ".alice.mp4", seconds=8.0)
+    (root / "inbox" / "alice" / ".alice.mp4").rename(root / "inbox" / "alice" / "alice.mp4")
     partial = root / "review" / "alice" / ".alice.partial"
     final = root / "review" / "alice" / "alice"
     daemon = Daemon(root, web=True)
@@ -198,7 +202,7 @@ def test_kill_during_extraction_then_restart_extracts_exactly_once(tmp_path, ast
     (job,) = daemon.jobs()
     assert job["attempts"] == 2 and job["output"] == str(final)
     assert not partial.exists()
-    assert len(list(final.glob("*.png"))) == 50  # every frame once: nothing lost or doubled
+    assert len(list(final.glob("*.png"))) == 200  # every frame once: nothing lost or doubled
     assert sorted(p.name for p in (root / "review" / "alice").iterdir()) == ["alice"]
 
 
