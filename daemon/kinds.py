@@ -9,6 +9,7 @@ parameter class) in :mod:`daemon.stages`, and its parameters in the service.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Kind:
     preemptible: bool = False      # asked to stop (it saves) when other work waits
     stall_factor: float = 1.0      # times [limits] stall_seconds it may go silent
     temp_folder: str | None = None  # where a killed stage leaves hidden temp outputs ...
-    temp: object = None             # ... and which names (a predicate on a path) they are
+    temp: Callable[[Path], bool] | None = None  # ... and which names they are
     sidecars: tuple[str, ...] = ()  # file types beside a candidate that are not candidates
 
 

@@ -143,21 +143,31 @@ def load_faces(dirs: Sequence[str | Path], size: int, coverage: float, mask: str
 
     def one(path: Path):
         image, meta = read_face(path)
-        return prepare_face(image, meta, path, size, coverage, landmarks_mask)
+        crop, maps, padding = prepare_face(image, meta, path, size, coverage, landmarks_mask)
+        return crop, maps, padding, _full_crop(image) if mask == "occlusion" else None
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         prepared = list(pool.map(one, files))
-    paddings = sorted({p for _, _, p in prepared})
+    paddings = sorted({p for _, _, p, _ in prepared})
     if len(paddings) > 1:
         raise InputError(Path(str(dirs[0])), f"faces of side {side} were extracted with different "
                                              f"paddings {paddings}; re-extract them alike")
-    faces = FaceSet(np.stack([c for c, _, _ in prepared]), np.stack([m for _, m, _ in prepared]),
-                    files, paddings[0])
+    faces = FaceSet(np.stack([c for c, _, _, _ in prepared]),
+                    np.stack([m for _, m, _, _ in prepared]), files, paddings[0])
     if mask == "occlusion":  # the extended mask minus what covers the face (hands, mics)
         from .occlusion import occlude_maps
 
-        occlude_maps(faces, dirs, coverage)
+        occlude_maps(faces, np.stack([f for _, _, _, f in prepared]), dirs, coverage)
     return faces
+
+
+def _full_crop(image: np.ndarray) -> np.ndarray:
+    """The whole aligned face at the occlusion network's size (what it was trained on)."""
+    import cv2
+
+    from .occlusion import SIZE
+
+    return cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
 
 
 @functools.lru_cache(maxsize=8)

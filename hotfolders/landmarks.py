@@ -192,9 +192,8 @@ class FaceFinder:
     when that finds nothing, on overlapping tiles: the detector sees the frame at 192 px, so
     a 60 px face in a 1280 px frame would be 9 px to it; on a 2 x 2 tile it is twice that.
 
-    Measured on this machine, 1280 x 720 (``/tmp``-style quick check, kept in
-    ``bench/extract.py``): the whole frame finds faces from about 90 px, 2 x 2 tiles from
-    about 60 px, at about 6 and 25 ms per frame.
+    Measured on a 2-core machine, 1280 x 720: the whole frame finds faces from about 90 px,
+    2 x 2 tiles from about 60 px, at about 6 and 25 ms per frame.
     """
 
     def __init__(self, min_confidence: float = 0.5, grid: int = 2) -> None:

@@ -268,11 +268,12 @@ def weights_for(dirs: Sequence[str | Path]) -> Path:
     return Path(dirs[0]).resolve().parent / WEIGHTS_NAME
 
 
-def occlude_maps(faces, dirs: Sequence[str | Path], coverage: float,
+def occlude_maps(faces, full: np.ndarray, dirs: Sequence[str | Path], coverage: float,
                  weights: str | Path | None = None) -> None:
     """Cut what covers each face out of ``faces.maps[..., 0]`` (a training FaceSet at
     ``coverage``), with the person's network: a hand on a training face is not learned as
-    face. The network sees the full aligned crops, as it was trained."""
+    face. The network sees ``full``, the same faces as whole aligned crops at :data:`SIZE`,
+    as it was trained."""
     import cv2
 
     from .align import sub_crop_matrix
@@ -282,9 +283,6 @@ def occlude_maps(faces, dirs: Sequence[str | Path], coverage: float,
     if not weights.is_file():
         raise InputError(weights, "no occlusion mask for these faces yet (train it with "
                                   "facedrop mask train)")
-    full, _ = face_crops(dirs)
-    if len(full) != len(faces):
-        raise InputError(Path(str(dirs[0])), "the faces changed while they were read")
     net = OcclusionNet(weights)
     size = faces.size
     to_crop = sub_crop_matrix(SIZE, coverage, size)
