@@ -226,7 +226,7 @@ class Service:
         if kind == "convert":
             return self._convert_params(job)
         if kind == "mask":
-            return MaskParams(root, job["person"])
+            return MaskParams(root, job["person"], self.config.train.mask_steps)
         return None
 
     def _train_params(self, job: dict) -> TrainParams | None:

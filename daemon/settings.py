@@ -277,6 +277,9 @@ SETTINGS: tuple[Setting, ...] = (
       places=ROOT_AND_MODEL, option=True),
     S("train", "loss", "mae+dssim", "loss of a new model", choices=_losses,
       places=ROOT_AND_MODEL, option=True),
+    S("train", "mask_steps", 1200, "training steps of each person's occlusion network (mask = "
+      "occlusion; about 4 minutes on a 2-core CPU, once per cleaned set)",
+      check=between(10, 10**6)),
     S("train", "learning_rate", 5e-5, "Adam's learning rate (lower it if the loss diverges)",
       check=between(1e-7, 0.01), places=ROOT_AND_MODEL, option=True),
     S("train", "window", "always", 'e.g. "22:00-07:00": train only then; outside it training '

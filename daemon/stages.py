@@ -60,7 +60,7 @@ class TrainParams:
 class MaskParams:
     root: str
     person: str
-    steps: int = 1200
+    steps: int                 # [train] mask_steps
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,47 @@ def test_training_with_the_occlusion_mask_waits_for_both_networks(tmp_path):
     (root / "approved" / "bob" / "occlusion.weights.h5").write_bytes(b"w")
     assert service.params(job).train["mask"] == "occlusion"
     store.close()
+
+
+@pytest.mark.slow
+def test_the_daemon_end_to_end_with_the_occlusion_mask(tmp_path, astronaut_video, model_dir):
+    """The real daemon: a target whose model converts with ``mask = "occlusion"`` waits until
+    its person is dropped, approved and cleaned; the mask job then trains that person's network
+    (``[train] mask_steps``), and the target is converted with it."""
+    import json
+    import shutil
+
+    from daemonproc import FAST, Daemon, init_root
+
+    root = init_root(tmp_path / "root", FAST.replace(
+        "[train]\n", "[train]\nmask_steps = 20\n") + '[convert]\nmask = "occlusion"\n'
+        'convert_when = "first-save"\n')
+    shutil.copytree(model_dir, root / "models" / "m")
+    (root / "models" / "m" / "model.toml").write_text('a = "alice"\nb = "bob"\n')
+    daemon = Daemon(root).start()
+    try:
+        (root / "targets" / "m").mkdir()
+        shutil.copy(astronaut_video[0], root / "targets" / "m" / "clip.mp4")
+        daemon.wait_for("the target to wait for the mask", lambda: (
+            (j := daemon.job_for("clip.mp4"))
+            and j["message"] == "waiting for the occlusion mask of alice"))
+        (root / "inbox" / "alice").mkdir()
+        shutil.copy(astronaut_video[0], root / "inbox" / "alice" / "alice.mp4")
+        daemon.wait_for("alice's faces in review/", lambda: (
+            root / "review" / "alice" / "alice" / "review.json").exists())
+        (root / "approved" / "alice").mkdir()
+        (root / "review" / "alice" / "alice").rename(root / "approved" / "alice" / "alice")
+
+        done = daemon.wait_job("clip.mp4", timeout=240)
+        assert done["status"] == "done", daemon.log_text()[-3000:]
+        masks = [j for j in daemon.jobs() if j["kind"] == "mask"]
+        assert [(j["person"], j["status"]) for j in masks] == [("alice", "done")]
+        assert masks[0]["finished_at"] <= done["started_at"]
+        weights = root / "approved" / "alice" / "occlusion.weights.h5"
+        manifest = json.loads(
+            (root / "output" / "m" / "clip_swapped.provenance.json").read_text())
+        assert manifest["settings"]["mask"] == "occlusion"
+        assert manifest["settings"]["occlusion"] == str(weights) and weights.is_file()
+        assert not any(j["kind"] == "train" for j in daemon.jobs())  # bob is not approved
+    finally:
+        daemon.stop()
