@@ -143,10 +143,11 @@ def bench_trainer(tf, name: str, precision: str, faces: tuple[Path, Path], args)
     from hotfolders.dataset import batches, load_faces
     from hotfolders.model import Networks
     from hotfolders.plugins.train import load_trainer
-    from hotfolders.training import choose_policy, make_optimizer, make_step
+    from hotfolders.precision import choose
+    from hotfolders.training import make_optimizer, make_step
 
     plugin = load_trainer(name)
-    policy = choose_policy(precision)
+    policy, _ = choose(precision, name, args.batch_size)  # auto measures, as a new model does
     start = time.perf_counter()
     fa = load_faces([faces[0]], plugin.OUTPUT_SIZE, 0.85, "extended", "A")
     fb = load_faces([faces[1]], plugin.OUTPUT_SIZE, 0.85, "extended", "B")
@@ -191,7 +192,7 @@ def bench_trainer(tf, name: str, precision: str, faces: tuple[Path, Path], args)
     finally:
         data.close()
     images = 2 * args.batch_size
-    return {"name": name, "policy": policy, "faces": len(fa) + len(fb), "load_s": load_s,
+    return {"name": name, "policy": policy, "spec": f"{name}:{precision}", "faces": len(fa) + len(fb), "load_s": load_s,
             "trace_s": first, "steps": tensors.steps + pipeline.steps,
             "tensors": tensors.median(images), "pipeline": pipeline.median(images),
             "tensors_best": tensors.best(images), "pipeline_best": pipeline.best(images),
@@ -236,12 +237,11 @@ def main() -> int:
         result = bench_trainer(tf, name, precision, make_faces(args.cache), args)
         print(json.dumps(result), flush=True)
         return 0
-    from hotfolders.training import choose_policy, cpu_has_bf16
+    from hotfolders.precision import describe_cpu
 
     load_start = os.getloadavg()
     gpu = tf.config.list_physical_devices("GPU")
-    device = f"GPU ({len(gpu)})" if gpu else f"CPU ({os.cpu_count()} cores, " + (
-        "AMX/AVX-512 BF16" if cpu_has_bf16() else "no bfloat16 hardware") + ")"
+    device = f"GPU ({len(gpu)})" if gpu else f"CPU ({os.cpu_count()} cores, {describe_cpu()})"
     print(f"device: {device}; load average at start {load_start[0]:.1f} (other processes share "
           f"the CPU)", flush=True)
     peaks, alone_peaks = {}, {}
@@ -303,7 +303,7 @@ def main() -> int:
     load_end = os.getloadavg()
     print(f"load average at end {load_end[0]:.1f}")
     light = next((r for r in rows if r["name"] == "lightweight"
-                  and r["policy"] == choose_policy(precisions[0])), None)
+                  and r["spec"].endswith(f":{precisions[0]}")), None)
     if light:
         ok_speed = light["pipeline"] >= 60
         print(f"targets: lightweight {light['pipeline']:.0f} img/s (best block "

@@ -56,7 +56,7 @@ _colors = registry("hotfolders.plugins.convert", "COLORS")
 _sharpeners = registry("hotfolders.plugins.convert", "SHARPENERS")
 _face_select = registry("hotfolders.plugins.convert", "FACE_SELECT")
 _losses = registry("hotfolders.training", "LOSSES")
-_precisions = registry("hotfolders.training", "PRECISIONS")
+_precisions = registry("hotfolders.precision", "PRECISIONS")
 _stops = registry("hotfolders.training", "STOPS")
 _convert_masks = registry("hotfolders.convert", "CONVERT_MASKS")
 _frozen = registry("hotfolders.model", "FROZEN")
@@ -266,8 +266,9 @@ SETTINGS: tuple[Setting, ...] = (
       "iterations; 0: never", check=at_least(0), places=ROOT_AND_MODEL, option=True),
     S("train", "keep_snapshots", 3, "snapshots kept (the oldest go)", check=at_least(0),
       option=True),
-    S("train", "precision", "auto", "auto: float16 on a GPU, bfloat16 on CPUs with "
-      "AMX/AVX512-BF16, else float32; mixed: reduced precision even where it is slower",
+    S("train", "precision", "auto", "auto: time a few training steps in float32 and in "
+      "reduced precision (bfloat16 on a CPU, float16 on a GPU) and take the faster, again "
+      "on another machine; mixed: reduced precision even where it is slower",
       choices=_precisions, places=ROOT_AND_MODEL, option=True),
     S("train", "coverage", 0.85, "share of the aligned face a new model sees (long chins need "
       "room)", check=between(0.5, 1.0), places=ROOT_AND_MODEL, option=True),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, quiet
+from . import atomic
 from .dataset import FaceSet, batches, load_faces, sample_indices
 from .errors import InputError
 from .masks import MASK_TYPES
@@ -30,6 +30,7 @@ from .model import (BEST, DAMAGED, FROZEN, SAVE, STATE_VERSION, Networks, candid
                     clean_temporary, copy_save, describe_stop, load_checkpoint, now,
                     read_state, rewrite_state, save_checkpoint)
 from .plugins.train import DEFAULT_TRAINER, TRAINERS, load_trainer
+from .precision import PRECISIONS, choose as choose_precision, describe as describe_precision
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
 # the loss's mask: a landmark mask, or "occlusion" (extended minus what covers the face, by
 # each person's occlusion network beside their approved sets: facedrop mask train)
 TRAIN_MASKS = (*MASK_TYPES, "occlusion")
-PRECISIONS = ("auto", "float32", "mixed")
 STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
                             "loss": "mae+dssim"}
@@ -67,46 +67,14 @@ class TrainResult:
     images_per_second: float      # faces through the network per second, A and B together
     start_iteration: int = 0
     precision: str = "float32"
+    precision_choice: dict[str, Any] | None = None  # what precision = "auto" measured
     loaded_from: str | None = None  # "save", "save.bak", "best", "snapshots/N" on resume
     plateau_gain: float | None = None
     warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
-# precision, loss, step
-
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """True on CPUs with AMX or AVX-512 BF16, where bfloat16 matmuls run in hardware."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
-def choose_policy(precision: str) -> str:
-    """Keras dtype policy for ``auto`` / ``float32`` / ``mixed``.
-
-    ``auto``: float16 on a GPU, bfloat16 on CPUs with AMX/AVX-512 BF16 (about 1.7x faster
-    there), float32 elsewhere — without those instructions bfloat16 is emulated and slower.
-    ``mixed`` forces the reduced precision even where it does not pay.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if precision == "float32":
-        return "float32"
-    tf = quiet.import_tensorflow()
-    if tf.config.get_visible_devices("GPU"):  # after devices.select_gpus: the chosen ones
-        return "mixed_float16"
-    if precision == "mixed" or cpu_has_bf16():
-        return "mixed_bfloat16"
-    return "float32"
-
+# loss, step
 
 def make_loss(kind: str):
     """Masked loss of one side: weighted MAE (or MSE) plus DSSIM of the masked faces.
@@ -383,8 +351,10 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     ``stopped`` (reason, iteration, gain); training such a model again starts a new stretch
     whose plateau is measured on its own. ``previews()``, asked at every save, lists
     ``(target, picture)`` pairs: each target's preview frame, swapped by the current weights,
-    is written to its picture (see :mod:`hotfolders.preview`). ``callback`` receives ``{"iteration", "loss_a",
-    "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
+    is written to its picture (see :mod:`hotfolders.preview`). ``precision = "auto"`` times
+    a few steps in float32 and in reduced precision and takes the faster (recorded in the
+    state as ``precision_choice``; see :mod:`hotfolders.precision`). ``callback`` receives
+    ``{"iteration", "loss_a", "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
     ``progress(iteration, total, info)`` is for progress bars. ``seed`` makes a run
     repeatable: the augmentation and, for a new model, the initial weights (default: the
     augmentation is seeded by the iteration count, the weights at random).
@@ -436,7 +406,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                                                f"{faces_a.padding}, the model with "
                                                f"{state['padding']}; re-extract them")
 
-    policy = choose_policy(precision)
+    policy, measured = choose_precision(precision, trainer_name, batch_size, loss_kind,
+                                        (state or {}).get("precision_choice"))
     if seed is not None and state is None:
         import keras
 
@@ -461,6 +432,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                  "coverage": cov, "padding": faces_a.padding, "mask": mask_kind,
                  "loss": loss_kind, "iterations": 0, "created": now(), "best_loss": None,
                  "history": [], "loss_log": "loss.csv"}
+    if measured is not None:
+        state["precision_choice"] = measured
+    state["precision_setting"] = precision
     coverage_note = _coverage_check(a_dirs, b_dirs, model_dir)
     if coverage_note:
         warnings.append(coverage_note)
@@ -481,8 +455,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     stretch_from = int(state.get("stretch_from") or 0)
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
-    log.info("training %s (%s, %s) from iteration %d on %d A / %d B faces", model_dir.name,
-             trainer_name, policy, start_iter, len(faces_a), len(faces_b))
+    log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
+             model_dir.name, trainer_name, describe_precision(measured) if measured else
+             f"{policy} as set", start_iter, len(faces_a), len(faces_b))
     data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
                    seed=seed if seed is not None else start_iter)
     iteration = last_saved = start_iter
@@ -589,4 +564,4 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if state.get("stopped"):
         log.info("%s %s", model_dir.name, describe_stop(state["stopped"]))
     return TrainResult(model_dir, iteration, la, lb, stopped, time.perf_counter() - started,
-                       rate(), start_iter, policy, loaded_from, gain, warnings)
+                       rate(), start_iter, policy, measured, loaded_from, gain, warnings)

@@ -67,13 +67,16 @@ def test_no_gpu_gives_a_clear_error_for_an_index():
 
 
 def test_auto_precision_follows_the_visible_gpus(two_gpus):
-    from hotfolders.training import choose_policy
+    from hotfolders import precision
 
     devices.select_gpus("auto")
-    assert choose_policy("auto") == "mixed_float16"
-    assert choose_policy("float32") == "float32"
+    assert precision.reduced_policy() == "mixed_float16"
+    assert precision.choose("mixed", "lightweight", 16) == ("mixed_float16", None)
+    policy, choice = precision.choose("auto", "lightweight", 16)  # timed on the GPU
+    assert set(choice["images_per_second"]) == {"float32", "mixed_float16"}
+    assert policy == precision.pick(choice["images_per_second"])
     devices.select_gpus("cpu")
-    assert choose_policy("auto") in ("float32", "mixed_bfloat16")  # the CPU's own choice
+    assert precision.reduced_policy() == "mixed_bfloat16"
 
 
 def test_the_gpu_setting_is_validated(tmp_path):

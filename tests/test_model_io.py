@@ -121,18 +121,22 @@ def test_trainers_share_one_encoder_layout_and_have_twin_decoders():
                      "dfaker": (1, 128, 128, 3)}
 
 
-def test_policy_choice():
-    from hotfolders.training import choose_policy, cpu_has_bf16
+def test_precision_choice_without_measuring():
+    from hotfolders import precision
 
-    assert cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
-    assert cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
-    assert not cpu_has_bf16("flags\t\t: fpu avx2 fma\nbugs\t\t: amx_bf16\n")
-    assert choose_policy("float32") == "float32"
-    expected = "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    assert choose_policy("auto") == expected  # tests hide any GPU (CUDA_VISIBLE_DEVICES="")
-    assert choose_policy("mixed") == "mixed_bfloat16"
+    assert precision.cpu_flags("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n") >= {
+        "amx_bf16", "avx2"}
+    assert precision.describe_cpu({"avx512f", "avx512_bf16"}) == "AVX-512 BF16 without AMX"
+    assert precision.describe_cpu({"amx_bf16", "avx512_bf16"}) == "AMX"
+    assert "bugs" not in precision.cpu_flags("flags\t\t: fpu avx2 fma\nbugs\t\t: amx_bf16\n")
+    assert precision.choose("float32", "lightweight", 16) == ("float32", None)
+    assert precision.choose("mixed", "lightweight", 16) == ("mixed_bfloat16", None)  # no GPU
     with pytest.raises(ValueError):
-        choose_policy("half")
+        precision.choose("half", "lightweight", 16)
+    # the faster wins; reduced precision only when it is clearly faster
+    assert precision.pick({"float32": 105.0, "mixed_bfloat16": 81.0}) == "float32"
+    assert precision.pick({"float32": 100.0, "mixed_bfloat16": 104.0}) == "float32"
+    assert precision.pick({"float32": 100.0, "mixed_bfloat16": 170.0}) == "mixed_bfloat16"
 
 
 def test_plateau_gain():

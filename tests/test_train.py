@@ -368,3 +368,43 @@ def test_plateau_stop_is_recorded_and_a_new_stretch_is_measured_on_its_own(
     assert (capped.stopped_because, capped.iterations) == ("iterations", 36)
     assert read_state(model_dir)["stopped"] == {**read_state(model_dir)["stopped"],
                                                 "reason": "iterations", "max_iterations": 36}
+
+
+def test_auto_precision_is_measured_recorded_and_measured_again_on_another_machine(
+        astronaut_faces, grace_faces, tmp_path, monkeypatch):
+    """``precision = "auto"`` times real steps in float32 and bfloat16 and trains in the
+    faster; the figures are kept in the state. A resume on the same machine and batch size
+    does not measure again; on another machine it does, and the model carries on in what
+    was measured there (weights and Adam's moments cross precisions)."""
+    from hotfolders import precision
+    from hotfolders.model import read_state
+    from hotfolders.training import train
+
+    model = tmp_path / "m"
+    common = dict(batch_size=2, save_every=2, precision="auto")
+    first = train([astronaut_faces], [grace_faces], model, iterations=2, **common)
+    choice = read_state(model)["precision_choice"]
+    rates = choice["images_per_second"]
+    assert set(rates) == {"float32", "mixed_bfloat16"} and min(rates.values()) > 0
+    assert choice["chosen"] == precision.pick(rates) == first.precision
+    assert read_state(model)["precision"] == first.precision
+    assert choice["machine"] == precision.machine()["id"] and choice["batch_size"] == 2
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again on the same machine")
+
+    monkeypatch.setattr(precision, "measure", no_measuring)
+    again = train([astronaut_faces], [grace_faces], model, iterations=4, **common)
+    assert again.precision == first.precision and read_state(model)["precision_choice"] == choice
+
+    state = json.loads((model / "state.json").read_text())  # as if made on another machine
+    state["precision_choice"]["machine"] = "elsewhere"
+    (model / "state.json").write_text(json.dumps(state))
+    measured = []
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: measured.append(a) or {
+        "float32": 50.0, "mixed_bfloat16": 90.0})  # a machine where bfloat16 pays
+    moved = train([astronaut_faces], [grace_faces], model, iterations=6, **common)
+    assert measured == [("lightweight", 2, "mae+dssim")]
+    assert moved.precision == "mixed_bfloat16" and moved.iterations == 6
+    assert np.isfinite(moved.loss_a) and np.isfinite(moved.loss_b)
+    assert read_state(model)["precision_choice"]["machine"] == precision.machine()["id"]

@@ -89,7 +89,9 @@ def build_root(root: Path, astronaut_faces: Path, grace_faces: Path) -> Path:
     (model / "state.json").write_text(json.dumps({
         "version": 1, "name": "demo", "trainer": "lightweight", "input_size": 64,
         "output_size": 64, "coverage": 0.85, "iterations": 750, "last_loss": [0.04, 0.05],
-        "loss_log": "loss.csv"}), encoding="utf-8")
+        "loss_log": "loss.csv", "precision": "mixed_bfloat16", "precision_setting": "auto",
+        "precision_choice": {"chosen": "mixed_bfloat16", "images_per_second": {
+            "float32": 105.2, "mixed_bfloat16": 143.4}}}), encoding="utf-8")
     write_loss_csv(model / "loss.csv", 750)
     from hotfolders.coverage import coverage, report_json
 
@@ -206,6 +208,7 @@ def test_page_renders_every_section(client, root):
     assert "/models/demo/loss.svg" in html
     assert "/file/models/demo/timelapse/00000750.jpg" in html
     assert "snapshots/00000500" in html and "750" in html
+    assert "bfloat16 (measured: float32 105 img/s, bfloat16 143 img/s)" in html
     # outputs with manifest, failures with their reason
     assert "/file/output/demo/alice_swapped.mp4" in html and "synthetic" in html
     assert "cdcdcdcdcdcd" in html
@@ -256,6 +259,8 @@ def test_api_status_schema(client):
     (m,) = s["models"]
     assert m["name"] == "demo" and m["a"] == "alice" and m["b"] == "bob"
     assert m["trainer"] == "lightweight" and m["iterations"] == 750
+    assert m["precision"] == {"policy": "bfloat16", "setting": "auto",
+                              "images_per_second": {"float32": 105.2, "bfloat16": 143.4}}
     assert m["loss_points"] == 750 and 0 < m["loss"]["a"] < 0.1 and 0 < m["loss"]["b"] < 0.1
     assert [f["iterations"] for f in m["timelapse"]] == [250, 500, 750]
     assert [sn["iterations"] for sn in m["snapshots"]] == [500]
@@ -483,6 +488,7 @@ SCHEMA = {
                 "iterations": (int, None), "target_iterations": (int, None),
                 "progress": (float, None), "loss": {"a": (float, None), "b": (float, None)},
                 "loss_points": int, "chart_url": str,
+                "precision": {"policy": str, "setting": (str, None), "images_per_second": dict},
                 "timelapse": [{"iterations": int, "url": str}],
                 "snapshots": [{"iterations": int, "name": str, "modified": (str, None)}]}],
     "outputs": [{"model": str, "name": str, "url": str, "size": int, "modified": (str, None),

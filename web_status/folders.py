@@ -270,6 +270,7 @@ def models(root: Path) -> list[dict[str, Any]]:
             "trainer": str(state["trainer"]) if isinstance(state.get("trainer"), str) else None,
             "iterations": int(iterations) if isinstance(iterations, (int, float)) else None,
             "saved_loss": _pair(state.get("last_loss")),
+            "precision": _precision(state),
             "saved": iso(_mtime(folder / folder.STATE)) if state else None,
             "has_loss": folder.loss_log.is_file(),
             "timelapse": timelapse,
@@ -280,6 +281,22 @@ def models(root: Path) -> list[dict[str, Any]]:
                 "missing_regions", []) if isinstance(r, dict)][:20],
         })
     return out
+
+
+def _precision(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The precision a model trains in and, when ``auto`` chose it, what was measured:
+    ``{"policy": "bfloat16", "setting": "auto", "images_per_second": {"float32": 143.0, ...}}``."""
+    policy = state.get("precision")
+    if not isinstance(policy, str):
+        return None
+    choice = state.get("precision_choice")
+    rates = choice.get("images_per_second") if isinstance(choice, dict) else None
+    measured = {str(k).removeprefix("mixed_"): float(v) for k, v in rates.items()
+                if isinstance(v, (int, float))} if isinstance(rates, dict) else {}
+    setting = state.get("precision_setting")
+    return {"policy": policy.removeprefix("mixed_"),
+            "setting": setting if isinstance(setting, str) else None,
+            "images_per_second": measured if setting == "auto" else {}}
 
 
 def _pair(value: Any) -> dict[str, float] | None:

@@ -1,8 +1,8 @@
 """Check this installation and root, and say what is wrong: run it when something is off.
 
 Prints one line per check with a verdict (ok, warn, FAIL) and what it found: Python and
-package versions, the MediaPipe face models, TensorFlow's devices and the precision `auto`
-would choose (and why), free disk under the root, whether the root's folders are writable,
+package versions, the MediaPipe face models, TensorFlow's devices, the precision `auto`
+chooses here (it times a few training steps in each: a few seconds), free disk under the root, whether the root's folders are writable,
 whether inotify sees changes on the root (network shares need `poll_seconds`), whether the
 status page port is free, and chromium (only the browser test needs it). Exit code 0 when
 nothing failed, 1 with the reasons otherwise.
@@ -86,7 +86,6 @@ def check_mediapipe_models() -> tuple[str, str]:
 def check_tensorflow(gpu: str) -> tuple[str, str]:
     from hotfolders import quiet
     from hotfolders.devices import select_gpus
-    from hotfolders.training import choose_policy, cpu_has_bf16
 
     tf = quiet.import_tensorflow()
     try:
@@ -94,12 +93,18 @@ def check_tensorflow(gpu: str) -> tuple[str, str]:
     except ValueError as exc:
         return FAIL, str(exc)
     seen = len(tf.config.list_physical_devices("GPU"))
-    policy = choose_policy("auto")
-    why = ("a GPU is visible" if chosen else
-           "the CPU has AMX/AVX-512 BF16" if policy == "mixed_bfloat16" else
-           "no GPU and no bfloat16 instructions" if not cpu_has_bf16() else "")
     devices = f"{seen} GPU(s) seen, using {', '.join(chosen) if chosen else 'the CPU'}"
-    return OK, f"TensorFlow {tf.__version__}: {devices}; precision auto -> {policy} ({why})"
+    return OK, f"TensorFlow {tf.__version__}: {devices}"
+
+
+def check_precision(trainer: str, batch_size: int) -> tuple[str, str]:
+    """What ``precision = "auto"`` picks here, by timing the default trainer (a new model
+    measures its own trainer and batch size the same way)."""
+    from hotfolders import precision
+
+    policy, choice = precision.choose("auto", trainer, batch_size)
+    return OK, (f"auto -> {precision.describe(choice)}, {trainer} at batch {batch_size}; "
+                f"CPU: {precision.describe_cpu()}")
 
 
 def check_disk(root: Path, min_free_gb: float) -> tuple[str, str]:
@@ -217,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         ("packages", check_packages),
         ("mediapipe models", check_mediapipe_models),
         ("tensorflow", lambda: check_tensorflow(config.gpu)),
+        ("precision", lambda: check_precision(config.train.trainer, config.train.batch_size)),
         ("disk", lambda: check_disk(config.root, config.min_free_gb)),
         ("root folders", lambda: check_folders(config.root)),
         ("folder events", lambda: check_inotify(config.root, config.poll_seconds)),

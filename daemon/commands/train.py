@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hotfolders.devices import select_gpus
+    from hotfolders.precision import describe as describe_precision
     from hotfolders.training import train
 
     try:
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     gain = "" if result.plateau_gain is None else f", recent gain {result.plateau_gain:+.1%}"
+    choice = result.precision_choice
+    how = f"precision auto: {describe_precision(choice)}" if choice else result.precision
     print(f"{result.model_dir}: {result.iterations} iterations (this run "
           f"{result.iterations - result.start_iteration}), loss A {result.loss_a:.4f}, "
-          f"B {result.loss_b:.4f}, {result.images_per_second:.1f} img/s ({result.precision})"
+          f"B {result.loss_b:.4f}, {result.images_per_second:.1f} img/s ({how})"
           f"{gain}; stopped: {result.stopped_because}")
     return 0
