@@ -17,23 +17,50 @@ class PixelShuffle(keras.layers.Layer):
                 None if shape[2] is None else shape[2] * 2, shape[3] // 4)
 
 
+def _leaky_relu(x, slope: float):
+    """Leaky ReLU whose gradient is taken from its output (the sign of the output is the sign
+    of the input). TensorFlow's own gradient reads the input, which keeps Grappler from
+    fusing the convolution, its bias and the activation into one oneDNN kernel (it logs
+    "remapper failed") and runs as a slow element-wise bfloat16 op of its own."""
+
+    @tf.custom_gradient
+    def forward(x):
+        y = tf.nn.leaky_relu(x, slope)
+
+        def backward(dy):
+            return tf.where(y > 0, dy, dy * tf.cast(slope, dy.dtype))
+
+        return y, backward
+
+    return forward(x)
+
+
+@keras.saving.register_keras_serializable(package="facedrop")
+class LeakyReLU(keras.layers.LeakyReLU):
+    """Keras's LeakyReLU with the gradient of :func:`_leaky_relu` (same class name, so saved
+    weights keep their layer names)."""
+
+    def call(self, inputs):
+        return _leaky_relu(inputs, self.negative_slope)
+
+
 def conv(x, filters: int, kernel: int = 5, strides: int = 2, name: str | None = None):
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", name=name)(x)
-    return keras.layers.LeakyReLU(0.1)(x)
+    return LeakyReLU(0.1)(x)
 
 
 def upscale(x, filters: int, name: str | None = None):
     x = keras.layers.Conv2D(filters * 4, 3, padding="same", name=name)(x)
-    x = keras.layers.LeakyReLU(0.1)(x)
+    x = LeakyReLU(0.1)(x)
     return PixelShuffle()(x)
 
 
 def residual(x, filters: int):
     y = keras.layers.Conv2D(filters, 3, padding="same")(x)
-    y = keras.layers.LeakyReLU(0.2)(y)
+    y = LeakyReLU(0.2)(y)
     y = keras.layers.Conv2D(filters, 3, padding="same")(y)
     y = keras.layers.Add()([x, y])
-    return keras.layers.LeakyReLU(0.2)(y)
+    return LeakyReLU(0.2)(y)
 
 
 def to_rgb(x, name: str):
