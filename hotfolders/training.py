@@ -354,8 +354,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     is written to its picture (see :mod:`hotfolders.preview`). ``precision = "auto"`` times
     a few steps in float32 and in reduced precision and takes the faster (recorded in the
     state as ``precision_choice``; see :mod:`hotfolders.precision`). ``callback`` receives
-    ``{"iteration", "loss_a", "loss_b", "img_s"}`` after every iteration and ``{"event": "save", ...}`` at every save;
-    ``progress(iteration, total, info)`` is for progress bars. ``seed`` makes a run
+    ``{"iteration", "loss_a", "loss_b", "img_s"}`` after every iteration and
+    ``{"event": "save", ...}`` at every save; ``progress(iteration, total, info)`` is for
+    progress bars. ``seed`` makes a run
     repeatable: the augmentation and, for a new model, the initial weights (default: the
     augmentation is seeded by the iteration count, the weights at random).
     """

@@ -2,10 +2,11 @@
 
 Prints one line per check with a verdict (ok, warn, FAIL) and what it found: Python and
 package versions, the MediaPipe face models, TensorFlow's devices, the precision `auto`
-chooses here (it times a few training steps in each: a few seconds), free disk under the root, whether the root's folders are writable,
-whether inotify sees changes on the root (network shares need `poll_seconds`), whether the
-status page port is free, and chromium (only the browser test needs it). Exit code 0 when
-nothing failed, 1 with the reasons otherwise.
+chooses here (it times a few training steps in each: a few seconds), free disk under the
+root, whether the root's folders are writable, whether inotify sees changes on the root
+(network shares need `poll_seconds`), whether the status page port is free, and chromium
+(only the browser test needs it). Exit code 0 when nothing failed, 1 with the reasons
+otherwise.
 """
 from __future__ import annotations
 
