@@ -38,7 +38,7 @@ def test_identity_landmarks_and_noise_on_known_frames(judge):
     itself = quality.score(judge, frames_a, frames_a, at_a, ref_a, ref_b)
     assert itself.frames == len(frames_a[::quality.SAMPLE_EVERY])
     assert itself.nearer_b == 0.0 and itself.margin < -0.3  # A is A
-    assert itself.landmarks == 0.0 and itself.noise == pytest.approx(1.0)
+    assert itself.landmarks == itself.pose == 0.0 and itself.noise == pytest.approx(1.0)
     real_b = quality.score(judge, frames_b, frames_b, quality.centres(photo_b[0], to_b),
                            ref_a, ref_b)
     assert real_b.nearer_b == 1.0 and real_b.margin > 0.3  # B is B
@@ -49,6 +49,7 @@ def test_identity_landmarks_and_noise_on_known_frames(judge):
     expected = np.mean([4 / quality.interocular(judge.face(frames_a[i], at_a[i])[0])
                         for i in range(0, len(frames_a), quality.SAMPLE_EVERY)])
     assert moved.landmarks == pytest.approx(expected, rel=0.35)
+    assert moved.pose == pytest.approx(expected, rel=0.35)
 
     # speckle noise raises the high-frequency energy, a blur lowers it
     rng = np.random.default_rng(0)
