@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import multiprocessing
 import os
 import shutil
 import sqlite3
@@ -26,6 +25,7 @@ from hotfolders.names import fit_name, printable
 from hotfolders.safefs import ensure_dir, is_inside
 
 from .config import Config, window_open
+from .executor import Executor, LocalExecutor, Run
 from .faults import backoff
 from .kinds import BY_JOB
 from .sdnotify import notify
@@ -76,7 +76,8 @@ def move_to_failed(root: Path, stage: str, path: Path, message: str, detail: str
 
 
 class Worker:
-    """Runs queued jobs one at a time in child processes.
+    """Runs queued jobs one at a time, each in a process of its executor (by default a
+    child process of the daemon: :mod:`daemon.executor`).
 
     It never dies: every pass of its loop is guarded (an error is logged, shown in the
     daemon's status, and retried with a back-off), writes of a job's outcome to the database
@@ -84,11 +85,10 @@ class Worker:
     """
 
     def __init__(self, config: Config, store: Store, params: Callable[[dict], dict[str, Any] | None],
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, executor: Executor | None = None) -> None:
         self.config = config
         self.store = store
         self.params = params          # job row -> stage parameters, or None if not runnable yet
-        self.verbose = verbose
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.paused_reason = ""
@@ -96,7 +96,7 @@ class Worker:
         self.on_finished: Callable[[dict, str], None] | None = None
         # job row -> {topic: value} for its running child (training: the previews to render)
         self.updates: Callable[[dict], dict[str, Any]] | None = None
-        self._ctx = multiprocessing.get_context("spawn")
+        self.executor: Executor = executor or LocalExecutor(verbose)
         self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
         self.last_tick = time.monotonic()  # liveness, for the systemd watchdog
 
@@ -216,19 +216,13 @@ class Worker:
                 delay = min(delay * 2, 30.0)
 
     def _run(self, job: dict[str, Any], params: dict[str, Any]) -> None:
-        from .stages import child_main
-
         job_id, kind = job["id"], job["kind"]
         name = printable(Path(job["input"]).name)
         self.store.transition(job_id, "running", f"{kind} {name}",
                               attempts=job["attempts"] + 1, progress=None, retry_at=None)
         log.info("job %d: %s %s", job_id, kind, name)
         notify(f"STATUS={kind} {Path(job['input']).name}")  # notify escapes what names hold
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=child_main, args=(kind, params, child, self.verbose),
-                                 name=f"facedrop-{kind}", daemon=True)
-        proc.start()
-        child.close()
+        run = self.executor.start(kind, params)
         outcome: tuple | None = None
         stop_sent = False
         stall = self.config.limits.stall_seconds * BY_JOB[kind].stall_factor
@@ -237,51 +231,45 @@ class Worker:
         sent: dict[str, Any] = {}
         while True:
             self.last_tick = now = time.monotonic()
-            if parent.poll(0.2):
-                try:
-                    message = parent.recv()
-                except (EOFError, OSError):  # the child is gone (or going)
-                    proc.join(5)
-                    break
+            try:
+                message = run.receive(0.2)
+            except (EOFError, OSError):  # the stage is gone (or going)
+                break
+            if message is not None:
                 last_heard = time.monotonic()
                 if message[0] == "progress":
                     self._progress(job, message[1])
                     continue
                 outcome = message
                 break
-            if not proc.is_alive():
+            if not run.alive():
                 break
             if now - last_heard > stall:
-                proc.kill()
+                run.kill()
                 outcome = ("failed", f"the {kind} process stopped reporting progress for "
                                      f"{stall:.0f} s and was stopped (hung on this input?)", "")
                 log.error("job %d: no progress for %.0f s; killed", job_id, stall)
                 break
             if self.updates is not None and now - last_update >= 1.0:
                 last_update = now
-                self._send_updates(job, parent, sent)
+                self._send_updates(job, run, sent)
             if not stop_sent and (self.stopping.is_set() or
                                   (now - last_yield_check > 1.0 and self._should_yield(job))):
                 last_yield_check = now
                 if BY_JOB[kind].preemptible:
-                    parent.send("stop")  # training saves at the next step, then returns
+                    run.send("stop")  # training saves at the next step, then returns
                     stop_sent = True
                 elif self.stopping.is_set():
-                    proc.terminate()  # extraction/conversion restart cleanly from temp names
+                    run.terminate()  # extraction/conversion restart cleanly from temp names
                     stop_sent = True
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        parent.close()
-        self._finish(job, outcome, proc.exitcode, stop_sent)
+        self._finish(job, outcome, run.finish(10), stop_sent)
 
-    def _send_updates(self, job: dict, pipe, sent: dict[str, Any]) -> None:
-        """Send the child what changed since the last look (a failure only skips this one)."""
+    def _send_updates(self, job: dict, run: Run, sent: dict[str, Any]) -> None:
+        """Send the stage what changed since the last look (a failure only skips this one)."""
         try:
             for topic, value in self.updates(job).items():
                 if sent.get(topic) != value:
-                    pipe.send(("update", topic, value))
+                    run.send(("update", topic, value))
                     sent[topic] = value
         except (OSError, ValueError):  # the child is going away
             pass

@@ -529,3 +529,53 @@ def test_a_stopped_model_resumes_only_when_it_may_train_further(tmp_path):
                                        'batch_size = 4\n')
     assert trains() == 3  # other settings than the stop's do not restart it
     store.close()
+
+
+def test_the_worker_runs_jobs_through_its_executor(tmp_path, astronaut_video):
+    """The seam a cluster executor plugs into (daemon/executor.py): the worker starts each
+    job's stage through its executor and learns everything from the messages it carries; a
+    wrapped local executor sees the job start and every message, and the store the outcome."""
+    import shutil
+
+    from daemon.config import Config
+    from daemon.executor import LocalExecutor
+    from daemon.jobs import Worker
+    from daemon.stages import ExtractParams
+    from daemon.store import Store
+
+    class Recording(LocalExecutor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started, self.messages = [], []
+
+        def start(self, kind, params):
+            run = super().start(kind, params)
+            self.started.append((kind, params))
+            receive, messages = run.receive, self.messages
+
+            def recorded(timeout):
+                message = receive(timeout)
+                if message is not None:
+                    messages.append(message[0])
+                return message
+
+            run.receive = recorded
+            return run
+
+    root = tmp_path / "root"
+    video = root / "inbox" / "alice" / "a.mp4"
+    video.parent.mkdir(parents=True)
+    shutil.copy(astronaut_video[0], video)
+    store = Store(tmp_path / "state.db")
+    job = store.add_job("extract", video, person="alice")
+    params = ExtractParams(str(root), str(video), "alice", every_n=10, size=96, min_size=32)
+    executor = Recording()
+    worker = Worker(Config(root=root), store, lambda j: params if j["status"] == "queued"
+                    else None, executor=executor)
+    worker._run(store.job(job), params)
+    assert executor.started == [("extract", params)]
+    assert executor.messages[0] == "progress" and executor.messages[-1] == "done"
+    done = store.job(job)
+    assert done["status"] == "done" and done["finished_at"] is not None
+    assert list((root / "review" / "alice").rglob("*.png"))
+    store.close()
