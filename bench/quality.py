@@ -41,9 +41,6 @@ sys.path.insert(0, str(ROOT))
 from hotfolders import quiet  # noqa: E402
 from hotfolders.training import LEARNING_RATE  # noqa: E402
 
-quiet.silence(False)
-quiet.filter_native_stderr()
-
 SAMPLE_EVERY = 5  # score every 5th frame of the target (dlib takes ~0.1 s a frame)
 # eye corners and the nose: where the head is and how it is turned. A swap changes the jaw,
 # mouth and brows with the identity, so these points say more about the pose kept.
@@ -228,6 +225,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the model, outputs and pictures here (default: a temp folder)")
     args = parser.parse_args()
+    quiet.silence(False)
+    quiet.filter_native_stderr()
     checkpoints = sorted(float(m) for m in args.minutes.split(","))
     try:
         judge = Judge()
