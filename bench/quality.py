@@ -275,7 +275,8 @@ def main() -> int:
             print(s.row(f"after {minutes:g} min ({result.iterations} it)"), flush=True)
             print(f"{'':28} identity margin {s.margin / real_margin:.0%} of a real B's "
                   f"(target >= 50%), landmark error {s.landmarks / max(codec_error, 1e-9):.1f}x "
-                  f"the codec's (<= 1.5x; pose points {s.pose / max(codec_pose, 1e-9):.1f}x), noise {s.noise:.2f}x the target's (<= 1.5x); "
+                  f"the codec's (<= 1.5x; pose points {s.pose / max(codec_pose, 1e-9):.1f}x), "
+                  f"noise {s.noise:.2f}x the target's (<= 1.5x); "
                   f"{result.images_per_second:.0f} img/s in {result.precision}", flush=True)
         if args.out:
             print(f"model, outputs and pictures (target | output | B) in {work}")
