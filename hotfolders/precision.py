@@ -10,6 +10,7 @@ another machine or at another batch size.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -32,13 +33,18 @@ SECONDS = 2.0         # fewer rounds once this much was timed (tracing each step
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
+@functools.cache
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once (empty where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The flags of ``/proc/cpuinfo`` (empty where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
@@ -57,12 +63,9 @@ def describe_cpu(flags: set[str] | None = None) -> str:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from hotfolders import safefs
 from hotfolders.errors import InputError
 from hotfolders.model import ModelFolder
+from hotfolders.precision import label
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +292,10 @@ def _precision(state: dict[str, Any]) -> dict[str, Any] | None:
         return None
     choice = state.get("precision_choice")
     rates = choice.get("images_per_second") if isinstance(choice, dict) else None
-    measured = {str(k).removeprefix("mixed_"): float(v) for k, v in rates.items()
+    measured = {label(str(k)): float(v) for k, v in rates.items()
                 if isinstance(v, (int, float))} if isinstance(rates, dict) else {}
     setting = state.get("precision_setting")
-    return {"policy": policy.removeprefix("mixed_"),
+    return {"policy": label(policy),
             "setting": setting if isinstance(setting, str) else None,
             "images_per_second": measured if setting == "auto" else {}}
 

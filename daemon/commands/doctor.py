@@ -103,7 +103,7 @@ def check_precision(trainer: str, batch_size: int) -> tuple[str, str]:
     measures its own trainer and batch size the same way)."""
     from hotfolders import precision
 
-    policy, choice = precision.choose("auto", trainer, batch_size)
+    _, choice = precision.choose("auto", trainer, batch_size)
     return OK, (f"auto -> {precision.describe(choice)}, {trainer} at batch {batch_size}; "
                 f"CPU: {precision.describe_cpu()}")
 
