@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/convert.py
 	$(PY) bench/daemon.py
 	$(PY) bench/web.py
+	$(PY) bench/cluster.py
 	$(PY) bench/quality.py --minutes 10  # the full figures: --minutes 10,30,60
 
 ## install the system service from a wheel of this checkout (as root; GPU=1 for NVIDIA)

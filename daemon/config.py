@@ -35,7 +35,9 @@ Extract = _section_class("extract")
 Train = _section_class("train")
 Convert = _section_class("convert")
 Limits = _section_class("limits")
-SECTION_CLASSES = {"extract": Extract, "train": Train, "convert": Convert, "limits": Limits}
+Cluster = _section_class("cluster")
+SECTION_CLASSES = {"extract": Extract, "train": Train, "convert": Convert, "limits": Limits,
+                   "cluster": Cluster}
 TEMPLATE = settings.template()
 
 

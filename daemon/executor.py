@@ -8,10 +8,12 @@ functions (:mod:`daemon.stages`) are the same whoever runs them.
 
 ``local``, the default, runs each job in a spawned child process of the daemon: a crash in
 native code cannot take the daemon down, and killing the child frees everything it held.
+``ray`` (:mod:`daemon.ray_executor`) runs each in a Ray actor on a node of a cluster.
 """
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -40,7 +42,15 @@ class Run(Protocol):
 
 
 class Executor(Protocol):
+    def connect(self) -> None:
+        """Get ready to start jobs (join a cluster); raises with the reason if it cannot."""
+
+    def has_room(self, kind: str) -> bool:
+        """Whether a job of ``kind`` could start now (a cluster: its CPUs and GPUs are free)."""
+
     def start(self, kind: str, params: Any) -> Run: ...
+
+    def close(self) -> None: ...
 
 
 class LocalRun:
@@ -83,6 +93,15 @@ class LocalExecutor:
         self.verbose = verbose
         self._ctx = multiprocessing.get_context("spawn")
 
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def has_room(self, kind: str) -> bool:
+        return True  # the worker's slots are the limit
+
     def start(self, kind: str, params: Any) -> LocalRun:
         from .stages import child_main
 
@@ -94,4 +113,13 @@ class LocalExecutor:
         return LocalRun(process, parent)
 
 
-__all__ = ["Executor", "LocalExecutor", "LocalRun", "Run"]
+def make_executor(cluster: Any, root: Path, gpu: str, verbose: bool = False) -> Executor:
+    """The executor ``[cluster]`` asks for (``gpu = "cpu"`` keeps jobs off a cluster's GPUs)."""
+    if cluster.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(cluster.address, root, verbose, use_gpus=gpu != "cpu")
+    return LocalExecutor(verbose)
+
+
+__all__ = ["Executor", "LocalExecutor", "LocalRun", "Run", "make_executor"]

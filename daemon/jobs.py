@@ -1,10 +1,13 @@
-"""The job queue's one worker: heavy jobs run one at a time, in priority order.
+"""The job queue's worker: heavy jobs in priority order, one at a time unless
+``[cluster] jobs`` allows more.
 
 Extraction and cleaning come first, then conversion, then training. Training is preemptible:
-when other work waits (or its window closes, or the daemon stops) the worker asks the child to
-stop; training saves at its next step and the job is paused, to resume later from that save.
-A job whose input is bad, or whose child crashes, is marked failed and its input moved to
-``failed/<stage>/`` with an ``.error.txt``; the worker carries on with the next job.
+when other work waits and no slot is free (or its window closes, or the daemon stops) the
+worker asks the stage to stop; training saves at its next step and the job is paused, to
+resume later from that save. A job whose input is bad, or whose process crashes, is marked
+failed and its input moved to ``failed/<stage>/`` with an ``.error.txt``; the worker carries
+on with the next job. With several slots, two jobs of one person or model never run at once
+(except extractions of different videos): their stages share that owner's folders.
 """
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ from hotfolders.safefs import ensure_dir, is_inside
 from .config import Config, window_open
 from .executor import Executor, LocalExecutor, Run
 from .faults import backoff
-from .kinds import BY_JOB
+from .kinds import BY_JOB, describe_needs
 from .sdnotify import notify
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+PLACING_SECONDS = 10.0  # a started job not placed on a node by then is said to wait for one
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -76,8 +81,8 @@ def move_to_failed(root: Path, stage: str, path: Path, message: str, detail: str
 
 
 class Worker:
-    """Runs queued jobs one at a time, each in a process of its executor (by default a
-    child process of the daemon: :mod:`daemon.executor`).
+    """Runs queued jobs, ``[cluster] jobs`` at a time (one thread each), each in a process of
+    its executor (by default a child process of the daemon: :mod:`daemon.executor`).
 
     It never dies: every pass of its loop is guarded (an error is logged, shown in the
     daemon's status, and retried with a back-off), writes of a job's outcome to the database
@@ -97,19 +102,26 @@ class Worker:
         # job row -> {topic: value} for its running child (training: the previews to render)
         self.updates: Callable[[dict], dict[str, Any]] | None = None
         self.executor: Executor = executor or LocalExecutor(verbose)
-        self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
+        slots = max(1, int(config.cluster.jobs))
+        self._threads = [threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
+                         for n in range(slots)]
+        self._claim = threading.Lock()          # picking a job and marking it running
+        self._running: dict[int, dict] = {}     # job id -> row, of the jobs running now
         self.last_tick = time.monotonic()  # liveness, for the systemd watchdog
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return all(thread.is_alive() for thread in self._threads)
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
         self.wake.set()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def resume_interrupted(self) -> None:
         """At start-up: jobs a crash or kill left running run again, unless they were cut off
@@ -131,10 +143,20 @@ class Worker:
             return None
         return self.params(job)
 
+    def _blockers(self, job: dict) -> set[int]:
+        """The running jobs that work on the same person or model as ``job`` (two extractions
+        of different videos may run together)."""
+        return {other["id"] for other in list(self._running.values())
+                if (other["person"], other["model"]) == (job["person"], job["model"])
+                and not (job["kind"] == other["kind"] == "extract"
+                         and Path(job["input"]).stem != Path(other["input"]).stem)}
+
     def _pick(self) -> tuple[dict, dict[str, Any]] | None:
         if self.paused_reason:
             return None
-        for job in self.store.next_job(set()):
+        for job in self.store.next_job(set(self._running)):
+            if self._blockers(job) or not self.executor.has_room(job["kind"]):
+                continue
             try:
                 params = self._runnable(job)
             except Exception as exc:  # e.g. its model vanished: fail this job, not the worker
@@ -146,14 +168,31 @@ class Worker:
         return None
 
     def _should_yield(self, job: dict) -> bool:
-        """A running training job yields to waiting work and to a closing window."""
+        """A running training job yields to a closing window, and to waiting work that cannot
+        start because of it: work on its own model, or any work while every slot is busy
+        or (on a cluster) no node has the GPU free. In the last two cases only the training
+        that started last yields (one conversion waiting does not pause every training)."""
         if not BY_JOB[job["kind"]].preemptible:
             return False
         if not window_open(self.config.train.window, _minute()) or self.paused_reason:
             return True
+        with self._claim:
+            latest = max((other for other in self._running.values()
+                          if BY_JOB[other["kind"]].preemptible),
+                         key=lambda other: other["_started"], default=None)
+            full = len(self._running) >= len(self._threads)
         try:
-            return any(not BY_JOB[other["kind"]].preemptible and self._runnable(other) is not None
-                       for other in self.store.next_job({job["id"]}))
+            for other in self.store.next_job(set(self._running)):
+                if BY_JOB[other["kind"]].preemptible:
+                    continue
+                blockers = self._blockers(other)
+                if blockers - {job["id"]} or self._runnable(other) is None:
+                    continue  # pausing this training would not let it start
+                if job["id"] in blockers or (latest is not None and latest["id"] == job["id"]
+                                             and (full or not self.executor.has_room(
+                                                 other["kind"]))):
+                    return True
+            return False
         except Exception:  # _pick will fail the broken job; training need not stop for it
             return False
 
@@ -163,7 +202,10 @@ class Worker:
         while not self.stopping.is_set():
             self.last_tick = time.monotonic()
             try:
-                picked = self._pick()
+                with self._claim:
+                    picked = self._pick()
+                    if picked is not None:
+                        self._start(*picked)
                 self.problem = ""
                 delay = 1.0
             except Exception as exc:  # a locked or full database: wait, then try again
@@ -182,6 +224,9 @@ class Worker:
                 self._trouble(f"job {job['id']} hit an internal error ({exc})", delay)
                 delay = min(delay * 2, 60.0)
                 self._requeue_after_error(job)
+            finally:
+                with self._claim:
+                    self._running.pop(job["id"], None)
 
     def _trouble(self, problem: str, delay: float) -> None:
         self.problem = problem
@@ -215,14 +260,20 @@ class Worker:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _start(self, job: dict[str, Any], params: dict[str, Any]) -> None:
+        """Mark a picked job running (under the claim lock: no other slot takes it)."""
+        name = printable(Path(job["input"]).name)
+        self.store.transition(job["id"], "running", f"{job['kind']} {name}",
+                              attempts=job["attempts"] + 1, progress=None, retry_at=None,
+                              node=None)
+        self._running[job["id"]] = dict(job, _started=time.monotonic())
+
     def _run(self, job: dict[str, Any], params: dict[str, Any]) -> None:
         job_id, kind = job["id"], job["kind"]
-        name = printable(Path(job["input"]).name)
-        self.store.transition(job_id, "running", f"{kind} {name}",
-                              attempts=job["attempts"] + 1, progress=None, retry_at=None)
-        log.info("job %d: %s %s", job_id, kind, name)
+        log.info("job %d: %s %s", job_id, kind, printable(Path(job["input"]).name))
         notify(f"STATUS={kind} {Path(job['input']).name}")  # notify escapes what names hold
         run = self.executor.start(kind, params)
+        placed = waiting = False  # where it runs is noted once known (a cluster places it)
         outcome: tuple | None = None
         stop_sent = False
         stall = self.config.limits.stall_seconds * BY_JOB[kind].stall_factor
@@ -235,6 +286,14 @@ class Worker:
                 message = run.receive(0.2)
             except (EOFError, OSError):  # the stage is gone (or going)
                 break
+            if not placed and run.where:
+                placed = True
+                last_heard = now  # waiting for a node is not a stall
+                self._note(job_id, node=run.where)
+            elif not placed and not waiting and now - last_heard > PLACING_SECONDS:
+                waiting = True
+                self._note(job_id, message=f"{kind}: waiting for a node with "
+                                           f"{describe_needs(BY_JOB[kind])} free")
             if message is not None:
                 last_heard = time.monotonic()
                 if message[0] == "progress":
@@ -244,7 +303,7 @@ class Worker:
                 break
             if not run.alive():
                 break
-            if now - last_heard > stall:
+            if placed and now - last_heard > stall:
                 run.kill()
                 outcome = ("failed", f"the {kind} process stopped reporting progress for "
                                      f"{stall:.0f} s and was stopped (hung on this input?)", "")
@@ -263,6 +322,13 @@ class Worker:
                     run.terminate()  # extraction/conversion restart cleanly from temp names
                     stop_sent = True
         self._finish(job, outcome, run.finish(10), stop_sent)
+
+    def _note(self, job_id: int, **fields: Any) -> None:
+        """Record something about a running job; a database hiccup only loses this note."""
+        try:
+            self.store.update(job_id, **fields)
+        except sqlite3.Error as exc:
+            log.warning("job %d: %s not recorded (%s)", job_id, ", ".join(fields), exc)
 
     def _send_updates(self, job: dict, run: Run, sent: dict[str, Any]) -> None:
         """Send the stage what changed since the last look (a failure only skips this one)."""
@@ -320,6 +386,7 @@ class Worker:
             return
         elif outcome is None:  # killed by a signal (OOM killer), or died without a word
             how = (f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0
+                   else "was lost (its worker or node died)" if exitcode is None
                    else f"exited unexpectedly (exit code {exitcode})")
             self._durably(lambda: self._interrupted(job, f"the {kind} process {how}"))
         else:

@@ -40,6 +40,8 @@ class Kind:
     temp_folder: str | None = None  # where a killed stage leaves hidden temp outputs ...
     temp: Callable[[Path], bool] | None = None  # ... and which names they are
     sidecars: tuple[str, ...] = ()  # file types beside a candidate that are not candidates
+    cpus: float = 1.0              # what one job needs on a cluster node (the ray executor
+    gpus: float = 0.0              # asks for the GPUs only where the cluster has some)
 
 
 KINDS: tuple[Kind, ...] = (
@@ -51,14 +53,15 @@ KINDS: tuple[Kind, ...] = (
          "move it into approved/<person>/ again."),
     Kind("mask", "approved", "follow-up", "person", 15,
          "Check the approved faces of that person, then move a set into approved/<person>/ "
-         "again (or run facedrop mask train).", moves_failed=False, stall_factor=3.0),
+         "again (or run facedrop mask train).", moves_failed=False, stall_factor=3.0, gpus=0.5),
     Kind("convert", "targets", "media", "model", 20,
          "Check that the video plays and that its model has trained, then drop it into "
          "targets/<model>/ again.", temp_folder="output", temp=_part_file,
-         sidecars=(".toml",)),  # <stem>.toml: that target's own convert settings
+         sidecars=(".toml",),  # <stem>.toml: that target's own convert settings
+         gpus=0.5),  # two conversions share a GPU: decoding and encoding leave it half idle
     Kind("train", "models", "settings", "model", 30,
          "Check the approved faces of both people and the model.toml, then restart the daemon.",
-         moves_failed=False, preemptible=True, stall_factor=3.0),
+         moves_failed=False, preemptible=True, stall_factor=3.0, gpus=1.0),
 )
 
 SETTINGS_FILE = "model.toml"  # what a "settings" kind's owner folder holds
@@ -66,3 +69,9 @@ SETTINGS_FILE = "model.toml"  # what a "settings" kind's owner folder holds
 BY_JOB = {k.job: k for k in KINDS}
 WATCHED = tuple(dict.fromkeys(k.folder for k in KINDS if k.takes != "follow-up"))
 PRIORITY = {k.job: k.priority for k in KINDS}
+
+
+def describe_needs(kind: Kind) -> str:
+    """What one job of ``kind`` asks of a cluster node, in words: "1 CPU and 0.5 GPU"."""
+    needs = f"{kind.cpus:g} CPU"
+    return needs + (f" and {kind.gpus:g} GPU" if kind.gpus else "")

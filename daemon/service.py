@@ -25,6 +25,7 @@ from hotfolders.occlusion import WEIGHTS_NAME as OCCLUSION_WEIGHTS
 from hotfolders.safefs import confine, confinement, is_inside
 
 from .config import Config, ConfigError, ModelSettings, init_root, load_model, load_target
+from .executor import Executor, make_executor
 from .jobs import Worker, move_to_failed
 from .kinds import BY_JOB
 from .settings import engine_kwargs, in_section, parse_convert_when
@@ -52,7 +53,11 @@ def _safe_name(name: str) -> bool:
     return plain_name(name) is not None and not ignored(name)
 
 
-class AlreadyRunning(RuntimeError):
+class CannotStart(RuntimeError):
+    """The daemon cannot start; the message says why."""
+
+
+class AlreadyRunning(CannotStart):
     """Another daemon holds this root."""
 
 
@@ -66,6 +71,7 @@ class Service:
         self.lock = threading.RLock()
         self.store: Store | None = None
         self.worker: Worker | None = None
+        self.executor: Executor | None = None
         self.watcher: Watcher | None = None
         self.scheduler: Scheduler | None = None
         self.web = None
@@ -398,7 +404,8 @@ class Service:
             self.worker.wake.set()
         running = self.store.jobs("status = 'running'")
         status = reason or self.worker.problem or (
-            f"{running[0]['kind']} {printable(Path(running[0]['input']).name)}" if running
+            f"{running[0]['kind']} {printable(Path(running[0]['input']).name)}"
+            + (f" and {len(running) - 1} more" if len(running) > 1 else "") if running
             else "idle")
         self.store.set_daemon(heartbeat=time.time(), state="paused" if low else "running",
                               message=status, url=self.web_url)
@@ -411,7 +418,15 @@ class Service:
         confine(self.root)  # this process (and the page in it) reads and writes only here
         self._lock_root()
         self.store = Store(self.config.db_path)
-        self.worker = Worker(self.config, self.store, self.params, self.verbose)
+        self.executor = make_executor(self.config.cluster, self.root, self.config.gpu,
+                                      self.verbose)
+        try:  # a cluster whose nodes do not see the root stops us here
+            self.executor.connect()
+        except Exception as exc:
+            raise CannotStart(f"cannot run jobs on the Ray cluster at "
+                              f"{self.config.cluster.address}: {exc}") from exc
+        self.worker = Worker(self.config, self.store, self.params, self.verbose,
+                             executor=self.executor)
         self.worker.on_finished = self.finished
         self.worker.updates = self.updates
         self.worker.resume_interrupted()
@@ -496,6 +511,8 @@ class Service:
             self.watcher.stop()
         if self.worker:
             self.worker.stop(timeout=60)
+        if self.executor is not None:
+            self.executor.close()
         if self.web is not None:
             self.web.close()
         if self.store:
@@ -523,8 +540,9 @@ def run(config: Config, verbose: bool = False, serve_web: bool = True) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         service.start()
-    except AlreadyRunning as exc:
+    except CannotStart as exc:
         log.error("%s", exc)
+        service.stop()
         return 1
     try:
         service.wait()
@@ -533,4 +551,4 @@ def run(config: Config, verbose: bool = False, serve_web: bool = True) -> int:
     return 0
 
 
-__all__ = ["AlreadyRunning", "Service", "move_to_failed", "run"]
+__all__ = ["AlreadyRunning", "CannotStart", "Service", "move_to_failed", "run"]

@@ -31,7 +31,7 @@ ROOT, MODEL, TARGET = "facedrop.toml", "model.toml", "target"
 EVERYWHERE = frozenset({ROOT, MODEL, TARGET})
 ROOT_ONLY = frozenset({ROOT})
 ROOT_AND_MODEL = frozenset({ROOT, MODEL})
-SECTIONS = ("extract", "train", "convert", "limits")
+SECTIONS = ("extract", "train", "convert", "limits", "cluster")
 AUTO = "auto"
 
 
@@ -73,6 +73,14 @@ def between(low: float, high: float) -> Callable[[Any], str | None]:
 
 def positive(v: float) -> str | None:
     return None if v > 0 else "must be more than 0"
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _address(v: str) -> str | None:
+    return None if v.strip() and not any(c.isspace() for c in v) else \
+        'must be "auto", "local", "host:port" or "ray://host:port"'
 
 
 def _port(v: int) -> str | None:
@@ -144,7 +152,7 @@ def _hosts(value: list) -> str | None:
 class Setting:
     """One setting: where it lives, what it may hold, what it means."""
 
-    section: str                 # "" (top level), "extract", "train", "convert" or "limits"
+    section: str                 # "" (top level) or one of SECTIONS
     name: str
     default: Any
     help: str
@@ -317,6 +325,16 @@ SETTINGS: tuple[Setting, ...] = (
       "instead of running again", check=at_least(1)),
     S("limits", "retry_seconds", 60.0, "first wait after a transient fault (disk full, I/O "
       "error); doubles, up to an hour", check=positive),
+    # -- where jobs run
+    S("cluster", "executor", "local", "where jobs run: local (a child process of the daemon, "
+      'one machine) or ray (the nodes of a Ray cluster; pip install "facedrop[cluster]", and '
+      "every node mounts the root at the same path)", choices=lambda: EXECUTORS),
+    S("cluster", "address", "auto", 'executor = ray: the cluster to join: "auto" (the one '
+      '`ray start` runs on this machine), "host:port" or "ray://host:port"; "local" starts a '
+      "private one inside the daemon", check=_address),
+    S("cluster", "jobs", 1, "jobs run at the same time (training and conversion still take "
+      "their GPUs: on a cluster, Ray places each job where its CPUs and GPUs are free)",
+      check=between(1, 1024)),
 )
 del S
 

@@ -82,6 +82,15 @@ class Control:
     stop: threading.Event = field(default_factory=threading.Event)
     latest: dict[str, Any] = field(default_factory=dict)
 
+    def deliver(self, message: Any) -> bool:
+        """Take one message from the daemon; False once it asked to stop."""
+        if message == "stop":
+            self.stop.set()
+            return False
+        if isinstance(message, tuple) and len(message) == 3 and message[0] == "update":
+            self.latest[message[1]] = message[2]
+        return True
+
 
 def _source_sha(folder: Path) -> str | None:
     """The sha256 of the video a face folder was extracted from (its alignments file says)."""
@@ -278,40 +287,30 @@ def _die_with_parent() -> None:
         pass
 
 
-def child_main(kind: str, params: Any, conn, verbose: bool = False) -> None:
-    """Entry point of a job's child process."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
+def quiet_logging(kind: str, verbose: bool) -> None:
+    """A job's process logs warnings (everything with ``--verbose``), TensorFlow and MediaPipe
+    silenced, each line naming the kind of job."""
     os.environ["FACEDROP_VERBOSE"] = "1" if verbose else "0"
     from hotfolders import quiet
-    from hotfolders.errors import InputError
 
-    from hotfolders.safefs import confine
-
-    from .faults import transient_reason
     from .logs import formatter
 
     quiet.silence(verbose)
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(f"%(levelname)s {kind}: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler],
+                        force=True)
+
+
+def run_stage(kind: str, params: Any, send: Callable[[tuple], None], control: Control) -> None:
+    """Run one job's stage and report through ``send``: progress (a few reports a second at
+    most), then the outcome (``done``, ``failed`` or ``transient``). Every executor runs
+    stages through this, so a stage behaves the same wherever it runs."""
+    from hotfolders.safefs import confine
+
+    from .faults import transient_reason
+
     confine(params.root)  # whatever the input says, nothing outside the root is touched
-    control = Control()
-    lock = threading.Lock()
-
-    def send(message: tuple) -> None:
-        with lock:
-            conn.send(message)
-
-    def listen() -> None:
-        try:
-            while (message := conn.recv()) != "stop":
-                if isinstance(message, tuple) and len(message) == 3 and message[0] == "update":
-                    control.latest[message[1]] = message[2]
-        except (EOFError, OSError):
-            pass
-        control.stop.set()
-
     last = [0.0]
 
     def progress(info: dict[str, Any]) -> None:
@@ -321,7 +320,6 @@ def child_main(kind: str, params: Any, conn, verbose: bool = False) -> None:
             last[0] = now
             send(("progress", info))
 
-    threading.Thread(target=listen, name="stop-listener", daemon=True).start()
     progress({"message": f"starting {kind}"})
     try:
         result = STAGES[kind](params, progress, control)
@@ -334,3 +332,27 @@ def child_main(kind: str, params: Any, conn, verbose: bool = False) -> None:
             send(("failed", str(exc), "bad input"))
         else:
             send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+def child_main(kind: str, params: Any, conn, verbose: bool = False) -> None:
+    """Entry point of a job's child process (the local executor): messages go through a pipe."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
+    quiet_logging(kind, verbose)
+    control = Control()
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:
+            conn.send(message)
+
+    def listen() -> None:
+        try:
+            while control.deliver(conn.recv()):
+                pass
+        except (EOFError, OSError):
+            pass
+        control.stop.set()
+
+    threading.Thread(target=listen, name="stop-listener", daemon=True).start()
+    run_stage(kind, params, send, control)

@@ -33,6 +33,9 @@ faces; a stopped model resumes when that changes and its cap allows), ``models.s
 (the iteration where the model stopped by itself, NULL while it may train) and
 ``models.stop_reason`` (where and why it stopped, for the page) and ``models.max_iterations``
 (its cap, from its settings: the page reads no settings files).
+
+Version 4 adds ``jobs.node``: where the job's stage runs or ran ("local", or a cluster node's
+name and address), for the page.
 """
 from __future__ import annotations
 
@@ -87,6 +90,9 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE models ADD COLUMN stopped_at INTEGER",
         "ALTER TABLE models ADD COLUMN stop_reason TEXT",
         "ALTER TABLE models ADD COLUMN max_iterations INTEGER",
+    ],
+    [  # 4
+        "ALTER TABLE jobs ADD COLUMN node TEXT",
     ],
 ]
 

@@ -82,3 +82,13 @@ def swap_model(model_dir):
     from hotfolders.model import load_swap_model
 
     return load_swap_model(model_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray cluster on this machine (a head and a worker node), for the cluster tests."""
+    from raycluster import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.shutdown()

@@ -51,11 +51,19 @@ def _slow_copy(src: Path, dst: Path, chunks: int = 6, pause: float = 0.3, watch=
                 watch()
 
 
-def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video, grace_video):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video, grace_video,
+                                                       executor, request):
+    """The same workflow with jobs in child processes of the daemon, and on a Ray cluster (a
+    head and a worker node on this machine, two jobs at once)."""
     root = tmp_path / "root"
     subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
                    capture_output=True)
-    (root / "facedrop.toml").write_text(CONFIG)
+    config = CONFIG
+    if executor == "ray":
+        cluster = request.getfixturevalue("ray_cluster")
+        config += f'[cluster]\nexecutor = "ray"\naddress = "{cluster.address}"\njobs = 2\n'
+    (root / "facedrop.toml").write_text(config)
     daemon = Daemon(root, web=True)
     daemon.start()
     try:
@@ -415,9 +423,14 @@ def test_training_waits_outside_its_window_and_yields_to_other_work(tmp_path):
     assert night._pick() is None  # the only job is training, and the window is closed
     assert night._should_yield(store.job(train))  # a running one would save and pause
     always = Worker(Config(root=tmp_path), store, params)
-    assert always._pick()[0]["id"] == train and not always._should_yield(store.job(train))
+    picked = always._pick()
+    assert picked[0]["id"] == train
+    always._start(*picked)
+    assert not always._should_yield(store.job(train))
     convert = store.add_job("convert", tmp_path / "targets" / "m" / "t.mp4", model="m")
-    assert always._should_yield(store.job(train))  # waiting conversion outranks training
+    assert always._pick() is None  # not while its model trains ...
+    assert always._should_yield(store.job(train))  # ... which yields: conversion outranks it
+    always._running.pop(train)  # the training saved and paused
     assert always._pick()[0]["id"] == convert
     store.close()
 
@@ -572,10 +585,13 @@ def test_the_worker_runs_jobs_through_its_executor(tmp_path, astronaut_video):
     executor = Recording()
     worker = Worker(Config(root=root), store, lambda j: params if j["status"] == "queued"
                     else None, executor=executor)
+    worker._start(store.job(job), params)
+    assert store.job(job)["status"] == "running"
     worker._run(store.job(job), params)
     assert executor.started == [("extract", params)]
     assert executor.messages[0] == "progress" and executor.messages[-1] == "done"
     done = store.job(job)
     assert done["status"] == "done" and done["finished_at"] is not None
+    assert done["node"] == "local"
     assert list((root / "review" / "alice").rglob("*.png"))
     store.close()

@@ -18,7 +18,7 @@ IGNORED_LIMIT = 50
 HEARTBEAT_STALE_S = 30.0  # the daemon beats every 5 s; `facedrop status` uses the same limit
 WAITING = ("queued", "paused")
 JOB_FIELDS = ("id", "kind", "input", "person", "model", "status", "priority", "progress", "done",
-              "total", "unit", "message", "error", "output", "attempts", "iterations",
+              "total", "unit", "message", "error", "output", "attempts", "iterations", "node",
               "created_at", "started_at", "finished_at", "updated_at")
 
 

@@ -4,7 +4,8 @@ Prints one line per check with a verdict (ok, warn, FAIL) and what it found: Pyt
 package versions, the MediaPipe face models, TensorFlow's devices, the precision `auto`
 chooses here (it times a few training steps in each: a few seconds), free disk under the
 root, whether the root's folders are writable, whether inotify sees changes on the root
-(network shares need `poll_seconds`), whether the status page port is free, and chromium
+(network shares need `poll_seconds`), whether the status page port is free, where jobs run
+(with ``executor = "ray"``: that the cluster answers and each node sees the root), and chromium
 (only the browser test needs it). Exit code 0 when nothing failed, 1 with the reasons
 otherwise.
 """
@@ -204,6 +205,23 @@ def check_port(root: Path, host: str, port: int) -> tuple[str, str]:
                   "facedrop.toml or pass --port")
 
 
+def check_cluster(cluster, root: Path, gpu: str) -> tuple[str, str]:
+    """Where jobs run; for ``executor = "ray"``: that the cluster answers and every node sees
+    the root (what the daemon checks at start)."""
+    if cluster.executor == "local":
+        return OK, f"local: jobs run in child processes of the daemon, {cluster.jobs} at a time"
+    from ..ray_executor import RayExecutor
+
+    executor = RayExecutor(cluster.address, root, use_gpus=gpu != "cpu")
+    try:
+        executor.connect()
+        return OK, f"ray at {cluster.address}: {executor.summary()}"
+    except Exception as exc:
+        return FAIL, f"ray at {cluster.address}: {exc}"
+    finally:
+        executor.close()
+
+
 def check_chromium() -> tuple[str, str]:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
@@ -228,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         ("root folders", lambda: check_folders(config.root)),
         ("folder events", lambda: check_inotify(config.root, config.poll_seconds)),
         ("status page port", lambda: check_port(config.root, config.host, config.port)),
+        ("cluster", lambda: check_cluster(config.cluster, config.root, config.gpu)),
         ("chromium", check_chromium),
     ]
     failed = []

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"daemon: {daemon['state']} — {daemon.get('message') or ''}"
         + (f" — {daemon['url']}" if daemon["state"] == "running" and daemon.get("url") else ""))
     for job in s["running"]:
-        say(f"running: #{job['id']} {job['kind']} {job['name']}{_progress(job)}"
+        node = f" on {job['node']}" if job.get("node") else ""
+        say(f"running: #{job['id']} {job['kind']} {job['name']}{node}{_progress(job)}"
             f" {job.get('message') or ''}")
     say(f"queue: {s['counts']['queue_length']} job(s)")
     for job in s["queue"][:10]:
