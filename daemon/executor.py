@@ -48,7 +48,11 @@ class Executor(Protocol):
     def has_room(self, kind: str) -> bool:
         """Whether a job of ``kind`` could start now (a cluster: its CPUs and GPUs are free)."""
 
-    def start(self, kind: str, params: Any) -> Run: ...
+    def start(self, kind: str, params: Any, key: str | None = None) -> Run:
+        """Start the stage; ``key`` (job id and attempt) names it for :meth:`attach`."""
+
+    def attach(self, key: str) -> Run | None:
+        """The run a previous daemon started under ``key``, where it outlived that daemon."""
 
     def close(self) -> None: ...
 
@@ -102,7 +106,10 @@ class LocalExecutor:
     def has_room(self, kind: str) -> bool:
         return True  # the worker's slots are the limit
 
-    def start(self, kind: str, params: Any) -> LocalRun:
+    def attach(self, key: str) -> None:
+        return None  # a child dies with its daemon (PR_SET_PDEATHSIG)
+
+    def start(self, kind: str, params: Any, key: str | None = None) -> LocalRun:
         from .stages import child_main
 
         parent, child = self._ctx.Pipe()

@@ -107,6 +107,7 @@ class Worker:
                          for n in range(slots)]
         self._claim = threading.Lock()          # picking a job and marking it running
         self._running: dict[int, dict] = {}     # job id -> row, of the jobs running now
+        self._attached: list[tuple[dict, Run]] = []  # runs a previous daemon left running
         self.last_tick = time.monotonic()  # liveness, for the systemd watchdog
 
     def start(self) -> None:
@@ -124,11 +125,18 @@ class Worker:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def resume_interrupted(self) -> None:
-        """At start-up: jobs a crash or kill left running run again, unless they were cut off
-        :attr:`Limits.max_interruptions` times (a crash loop, an OOM kill): those fail, with
-        their input in ``failed/``."""
+        """At start-up: jobs a crash or kill left running carry on where their stage outlived
+        the daemon (a cluster's actor: the worker attaches to it), or run again, unless they
+        were cut off :attr:`Limits.max_interruptions` times (a crash loop, an OOM kill): those
+        fail, with their input in ``failed/``."""
+        for job in self.store.jobs("status = 'running'"):
+            run = self.executor.attach(_key(job))
+            if run is not None:
+                log.info("job %d: its stage outlived the last daemon; attached to it on %s",
+                         job["id"], run.where or "the cluster")
+                self._attached.append((job, run))
         limit = self.config.limits.max_interruptions
-        for job in self.store.interrupted():
+        for job in self.store.interrupted(skip={job["id"] for job, _ in self._attached}):
             if job["interruptions"] >= limit:
                 self._fail(job, f"interrupted {job['interruptions']} times while it ran (the "
                                 f"daemon crashed or was killed, maybe out of memory); not run "
@@ -201,11 +209,17 @@ class Worker:
         delay = 1.0
         while not self.stopping.is_set():
             self.last_tick = time.monotonic()
+            run: Run | None = None
             try:
                 with self._claim:
-                    picked = self._pick()
-                    if picked is not None:
-                        self._start(*picked)
+                    if self._attached:
+                        job, run = self._attached.pop()
+                        picked = job, None
+                        self._running[job["id"]] = dict(job, _started=time.monotonic())
+                    else:
+                        picked = self._pick()
+                        if picked is not None:
+                            picked = self._start(*picked), picked[1]
                 self.problem = ""
                 delay = 1.0
             except Exception as exc:  # a locked or full database: wait, then try again
@@ -218,7 +232,7 @@ class Worker:
                 continue
             job, params = picked
             try:
-                self._run(job, params)
+                self._run(job, params, run)
             except Exception as exc:  # never let the worker thread die
                 log.exception("job %s: internal error", job["id"])
                 self._trouble(f"job {job['id']} hit an internal error ({exc})", delay)
@@ -260,19 +274,23 @@ class Worker:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _start(self, job: dict[str, Any], params: dict[str, Any]) -> None:
-        """Mark a picked job running (under the claim lock: no other slot takes it)."""
+    def _start(self, job: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Mark a picked job running (under the claim lock: no other slot takes it); the job
+        with this attempt counted."""
         name = printable(Path(job["input"]).name)
+        job = dict(job, attempts=job["attempts"] + 1)
         self.store.transition(job["id"], "running", f"{job['kind']} {name}",
-                              attempts=job["attempts"] + 1, progress=None, retry_at=None,
-                              node=None)
+                              attempts=job["attempts"], progress=None, retry_at=None, node=None)
         self._running[job["id"]] = dict(job, _started=time.monotonic())
+        return job
 
-    def _run(self, job: dict[str, Any], params: dict[str, Any]) -> None:
+    def _run(self, job: dict[str, Any], params: Any, run: Run | None = None) -> None:
+        """Supervise one job's stage (started here, or ``run``: one a previous daemon left)."""
         job_id, kind = job["id"], job["kind"]
         log.info("job %d: %s %s", job_id, kind, printable(Path(job["input"]).name))
         notify(f"STATUS={kind} {Path(job['input']).name}")  # notify escapes what names hold
-        run = self.executor.start(kind, params)
+        if run is None:
+            run = self.executor.start(kind, params, key=_key(job))
         placed = waiting = False  # where it runs is noted once known (a cluster places it)
         outcome: tuple | None = None
         stop_sent = False
@@ -454,6 +472,11 @@ class Worker:
                               output=str(moved) if moved else None, retry_at=None)
         if job["kind"] == "train" and job.get("model"):
             self.store.upsert_model(job["model"], status="failed")
+
+
+def _key(job: dict[str, Any]) -> str:
+    """What names one attempt of a job where its stage runs: ``<id>-<attempt>``."""
+    return f"{job['id']}-{job['attempts']}"
 
 
 def _seconds(value: float) -> str:

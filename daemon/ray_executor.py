@@ -15,11 +15,14 @@ Ray itself is an optional dependency (``pip install "facedrop[cluster]"``), impo
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
 import secrets
 import socket
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 
 PROBE = "cluster-probe"      # under <root>/.facedrop/: what each node must see
 PROBE_SECONDS = 120.0        # how long the nodes get to answer the probe
-THREADS = 4                  # actor threads: run() works while poll() and send() answer
+THREADS = 4                  # actor threads answering begin(), poll() and send()
+ORPHAN_SECONDS = 3600.0      # an ended stage's actor waits this long for a daemon to collect it
 
 
 def _ray():
@@ -45,7 +49,9 @@ def _ray():
 
 
 class StageActor:
-    """One job's stage in a Ray worker process (a threaded actor)."""
+    """One job's stage in a Ray worker process (a threaded actor: the stage works in a thread
+    of its own while ``poll`` and ``send`` answer). It does not depend on the daemon that
+    started it: a new daemon can find it by name and carry on where the old one stopped."""
 
     def __init__(self, kind: str, verbose: bool) -> None:
         from .stages import Control, quiet_logging
@@ -53,6 +59,9 @@ class StageActor:
         quiet_logging(kind, verbose)
         self._outbox: queue.Queue = queue.Queue()
         self._control = Control()
+        self._stage: threading.Thread | None = None
+        self._ended = threading.Event()  # the stage returned (its outcome is in the outbox)
+        self._last_poll = time.monotonic()
 
     def where(self) -> str:
         """This node, in words: its host name and address."""
@@ -61,22 +70,36 @@ class StageActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, kind: str, params: Any) -> None:
+    def begin(self, kind: str, params: Any) -> None:
+        """Start the stage (once); its messages queue up until a daemon polls them."""
         from .stages import run_stage
 
-        run_stage(kind, params, self._outbox.put, self._control)
+        def work() -> None:
+            run_stage(kind, params, self._outbox.put, self._control)
+            self._ended.set()
+            while time.monotonic() - self._last_poll < ORPHAN_SECONDS:  # wait for a daemon
+                time.sleep(5)
+            log.error("no daemon collected this job's outcome for %.0f s; exiting",
+                      ORPHAN_SECONDS)
+            os._exit(1)  # a detached actor nobody will ask for again
 
-    def poll(self, timeout: float) -> list[Any]:
-        """The messages the stage sent, waiting up to ``timeout`` seconds for the first."""
+        if self._stage is None:
+            self._stage = threading.Thread(target=work, name="stage", daemon=True)
+            self._stage.start()
+
+    def poll(self, timeout: float) -> tuple[list[Any], bool]:
+        """The messages the stage sent (waiting up to ``timeout`` seconds for the first),
+        and whether it has ended and sent everything."""
+        self._last_poll = time.monotonic()
+        messages = []
         try:
-            messages = [self._outbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
+            messages.append(self._outbox.get(timeout=timeout))
+            while True:
                 messages.append(self._outbox.get_nowait())
-            except queue.Empty:
-                return messages
+        except queue.Empty:
+            pass
+        self._last_poll = time.monotonic()
+        return messages, self._ended.is_set() and self._outbox.empty()
 
     def send(self, message: Any) -> None:
         self._control.deliver(message)
@@ -94,14 +117,14 @@ def sees(path: str, token: str) -> bool:
 class RayRun:
     """A job's actor, seen from the daemon."""
 
-    def __init__(self, actor: Any, run_ref: Any, where_ref: Any) -> None:
+    def __init__(self, actor: Any) -> None:
         self._ray = _ray()
         self._actor = actor
-        self._run_ref = run_ref
-        self._where_ref = where_ref
+        self._where_ref = actor.where.remote()
         self._where = ""
         self._poll_ref: Any = None   # at most one poll in flight: none is lost unread
         self._messages: deque = deque()
+        self._ended = False          # the stage ended and every message it sent is here
         self._lost = False
 
     @property
@@ -126,7 +149,7 @@ class RayRun:
         return None
 
     def _poll(self, timeout: float) -> None:
-        if self._lost:
+        if self._lost or self._ended:
             return
         if self._poll_ref is None:
             self._poll_ref = self._actor.poll.remote(min(timeout, 1.0))
@@ -135,7 +158,8 @@ class RayRun:
             return  # the next call collects it (or it waits for the actor to be placed)
         ref, self._poll_ref = self._poll_ref, None
         try:
-            self._messages.extend(self._ray.get(ref))
+            messages, self._ended = self._ray.get(ref)
+            self._messages.extend(messages)
         except self._ray.exceptions.RayError:  # its process or node died
             self._lost = True
 
@@ -145,17 +169,7 @@ class RayRun:
         self._actor.send.remote(message)
 
     def alive(self) -> bool:
-        if self._messages:
-            return True
-        ready, _ = self._ray.wait([self._run_ref], timeout=0)
-        if not ready:
-            return not self._lost
-        while not self._lost:  # the stage returned: what it sent last is still queued
-            before = len(self._messages)
-            self._poll(0.05)
-            if self._poll_ref is None and len(self._messages) == before:
-                break
-        return bool(self._messages)
+        return bool(self._messages) or not (self._ended or self._lost)
 
     def terminate(self) -> None:
         self.kill()  # a stage writes under temporary names: a killed one restarts cleanly
@@ -165,15 +179,11 @@ class RayRun:
         self._lost = True
 
     def finish(self, timeout: float) -> int | None:
-        """0 when the stage returned; None when its actor was lost or had to be killed."""
-        ready, _ = self._ray.wait([self._run_ref], timeout=timeout)
-        code = None
-        if ready:
-            try:
-                self._ray.get(ready[0])
-                code = 0
-            except self._ray.exceptions.RayError:
-                pass
+        """0 when the stage ended and said so; None when its actor was lost or was killed."""
+        deadline = time.monotonic() + timeout
+        while not (self._ended or self._lost) and time.monotonic() < deadline:
+            self._poll(min(1.0, max(0.0, deadline - time.monotonic())))
+        code = 0 if self._ended and not self._lost else None
         try:
             self._ray.kill(self._actor, no_restart=True)
             self._ray.get(self._actor.pid.remote(), timeout=timeout)  # answers until it is gone
@@ -194,6 +204,9 @@ class RayExecutor:
         self._gpus = 0.0
         self._actor_class: Any = None
         self._started_ray = False
+        # one namespace per root: daemons of other roots on the same cluster never meet
+        self.namespace = "facedrop-" + hashlib.sha256(
+            str(self.root.resolve()).encode()).hexdigest()[:16]
 
     def connect(self) -> None:
         """Join the cluster and check that every node sees the root at its path."""
@@ -261,11 +274,27 @@ class RayExecutor:
         return (free.get("CPU", 0.0) >= needs["num_cpus"] - 1e-9 and
                 free.get("GPU", 0.0) >= needs.get("num_gpus", 0.0) - 1e-9)
 
-    def start(self, kind: str, params: Any) -> RayRun:
+    def start(self, kind: str, params: Any, key: str | None = None) -> RayRun:
+        """Start an actor for the stage; with a ``key`` (the job and its attempt) it is named
+        and outlives this daemon, so that the next one can :meth:`attach` to it."""
         if self._actor_class is None:
             self.connect()
-        actor = self._actor_class.options(**self.needs(kind)).remote(kind, self.verbose)
-        return RayRun(actor, actor.run.remote(kind, params), actor.where.remote())
+        options: dict[str, Any] = dict(self.needs(kind))
+        if key is not None:
+            options.update(name=f"job-{key}", namespace=self.namespace, lifetime="detached")
+        actor = self._actor_class.options(**options).remote(kind, self.verbose)
+        actor.begin.remote(kind, params)
+        return RayRun(actor)
+
+    def attach(self, key: str) -> RayRun | None:
+        """The run a previous daemon started under ``key``, if its actor is still there."""
+        ray = _ray()
+        try:
+            actor = ray.get_actor(f"job-{key}", namespace=self.namespace)
+            ray.get(actor.pid.remote(), timeout=30)
+        except (ValueError, ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return None  # gone with its node, or never started
+        return RayRun(actor)
 
     def close(self) -> None:
         if self._started_ray:

@@ -186,11 +186,12 @@ class Store:
                               "'paused') AND retry_at IS NOT NULL").fetchone()
         return row[0] if row else None
 
-    def interrupted(self) -> list[dict[str, Any]]:
-        """At start-up: jobs left 'running' by a crash or kill, each with its interruption
-        counted (the caller requeues them, or fails those interrupted too often)."""
+    def interrupted(self, skip: set[int] = frozenset()) -> list[dict[str, Any]]:
+        """At start-up: jobs left 'running' by a crash or kill (but those in ``skip``), each
+        with its interruption counted (the caller requeues them, or fails those interrupted
+        too often)."""
         with self.lock:
-            rows = self.jobs("status = 'running'")
+            rows = [job for job in self.jobs("status = 'running'") if job["id"] not in skip]
             for job in rows:
                 job["interruptions"] = int(job.get("interruptions") or 0) + 1
                 self.update(job["id"], interruptions=job["interruptions"])

@@ -156,3 +156,38 @@ def test_a_job_waiting_for_a_gpu_pauses_only_the_training_that_started_last(tmp_
     store.db["jobs"].update(own, {"status": "done"})
     assert worker._should_yield(store.job(older)) is False  # an extraction has room: no pause
     store.close()
+
+
+def test_a_restarted_daemon_attaches_to_the_jobs_its_predecessor_left_running(
+        tmp_path, ray_cluster):
+    """kill -9 of the daemon (the control plane) mid-extraction: the stage carries on in its
+    actor on the cluster, and the restarted daemon attaches to it instead of running it
+    again; the job ends done once, in its first attempt, every face written once."""
+    from media import make_video
+
+    root = init_root(tmp_path / "root", ray_config(ray_cluster, jobs=1).replace(
+        "every_n = 10", "every_n = 2"))
+    (root / "inbox" / "alice").mkdir()
+    make_video(root / "inbox" / "alice" / ".long.mp4", seconds=8.0)
+    (root / "inbox" / "alice" / ".long.mp4").rename(root / "inbox" / "alice" / "long.mp4")
+    daemon = Daemon(root, web=False)
+    daemon.start()
+    try:
+        daemon.wait_for("the extraction to be under way", lambda: (
+            j := daemon.job_for("long.mp4")) and j["status"] == "running" and (j["done"] or 0) >= 5,
+            timeout=180)
+        daemon.kill9()
+        (worker_pid,) = actor_pids()  # the stage outlived its daemon
+        daemon.start()
+        daemon.wait_for("the job to be done", lambda: daemon.job_for("long.mp4")["status"] == "done",
+                        timeout=240)
+        deadline = time.monotonic() + 10
+        while worker_pid in actor_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker_pid not in actor_pids()  # the attached actor ended with its job
+    finally:
+        daemon.stop()
+    (job,) = daemon.jobs()
+    assert job["attempts"] == 1 and job["interruptions"] == 0  # attached, not run again
+    assert "attached to it" in daemon.log_text()
+    assert len(list((root / "review" / "alice" / "long").glob("*.png"))) == 100

@@ -155,7 +155,9 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     rows = (root / "models" / "a2b" / "loss.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 61))  # no lost or doubled steps
     early, final = [j for j in jobs if j["kind"] == "convert"]
-    assert early["attempts"] == 2 and early["output"] == str(root / "output" / "a2b" /
+    # killed with the daemon and run again; on Ray the conversion outlived the daemon and the
+    # restarted one attached to it instead
+    assert early["attempts"] == (2 if executor == "local" else 1) and early["output"] == str(root / "output" / "a2b" /
                                                              "clip_swapped.mp4")
     assert early["iterations"] < 60 and (final["iterations"], final["output"]) == (
         60, early["output"])  # the same name: the output moved on with its model
@@ -561,8 +563,8 @@ def test_the_worker_runs_jobs_through_its_executor(tmp_path, astronaut_video):
             super().__init__()
             self.started, self.messages = [], []
 
-        def start(self, kind, params):
-            run = super().start(kind, params)
+        def start(self, kind, params, key=None):
+            run = super().start(kind, params, key)
             self.started.append((kind, params))
             receive, messages = run.receive, self.messages
 
