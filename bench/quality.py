@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hotfolders import quiet  # noqa: E402
-from hotfolders.training import LEARNING_RATE  # noqa: E402
+from hotfolders.model import read_state  # noqa: E402
 
 SAMPLE_EVERY = 5  # score every 5th frame of the target (dlib takes ~0.1 s a frame)
 # eye corners and the nose: where the head is and how it is turned. A swap changes the jaw,
@@ -190,7 +190,7 @@ def centres(photo_face: np.ndarray, matrices: list[np.ndarray]) -> list[np.ndarr
 
 
 def train_for(minutes: float, faces: tuple[Path, Path], model: Path, trainer: str,
-              learning_rate: float):
+              learning_rate: float | None):
     """Train (resuming) for ``minutes`` of wall time, then save."""
     from hotfolders.training import train
 
@@ -219,7 +219,8 @@ def main() -> int:
     parser.add_argument("--minutes", default="10,30,60",
                         help="checkpoints in minutes of training, counted from the start")
     parser.add_argument("--trainer", default="lightweight")
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="Adam's step (default: the trainer's own LEARNING_RATE)")
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="length of each person's training clip (25 faces a second)")
     parser.add_argument("--out", type=Path, default=None,
@@ -277,7 +278,8 @@ def main() -> int:
                   f"(target >= 50%), landmark error {s.landmarks / max(codec_error, 1e-9):.1f}x "
                   f"the codec's (<= 1.5x; pose points {s.pose / max(codec_pose, 1e-9):.1f}x), "
                   f"noise {s.noise:.2f}x the target's (<= 1.5x); "
-                  f"{result.images_per_second:.0f} img/s in {result.precision}", flush=True)
+                  f"{result.images_per_second:.0f} img/s in {result.precision}, learning rate "
+                  f"{read_state(work / 'model')['learning_rate']:g}", flush=True)
         if args.out:
             print(f"model, outputs and pictures (target | output | B) in {work}")
     return 0

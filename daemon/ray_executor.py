@@ -7,7 +7,9 @@ local executor gives each job its own child): the stage reports into a queue ins
 which the daemon drains with ``poll`` calls, and a stop request or an update is a call to
 ``send``. The actor is killed when the job ends, so nothing it held (a GPU, TensorFlow's
 memory) outlives the job. If its process or its node dies, the daemon's next call fails and
-the worker runs the job again, wherever Ray finds room.
+the worker runs the job again, wherever Ray finds room. If the daemon dies instead, the actor
+(named ``job-<id>-<attempt>`` in a namespace of the root, and detached) carries on; the next
+daemon attaches to it and collects what it missed.
 
 Every node must mount the root at the same path (the stages read and write there):
 :meth:`RayExecutor.connect` checks that each node sees a file the daemon just wrote.

@@ -143,6 +143,12 @@ def _blur(value: int | str) -> str | None:
     return 'must be "auto" or a whole number of pixels (0 or more)'
 
 
+def _learning_rate(value: float | str) -> str | None:
+    if value == AUTO or (isinstance(value, float) and 1e-7 <= value <= 0.01):
+        return None
+    return 'must be "auto" or a number between 1e-07 and 0.01'
+
+
 def _hosts(value: list) -> str | None:
     return None if all(isinstance(v, str) for v in value) else "must be a list of strings"
 
@@ -289,8 +295,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("train", "mask_steps", 1200, "training steps of each person's occlusion network (mask = "
       "occlusion; about 4 minutes on a 2-core CPU, once per cleaned set)",
       check=between(10, 10**6)),
-    S("train", "learning_rate", 5e-5, "Adam's learning rate (lower it if the loss diverges)",
-      check=between(1e-7, 0.01), places=ROOT_AND_MODEL, option=True),
+    S("train", "learning_rate", AUTO, 'Adam\'s learning rate; "auto": the model\'s own, for a '
+      "new model its trainer's (lightweight 1.5e-4, original and dfaker 5e-5); lower it if the "
+      "loss diverges", types=(float, str), check=_learning_rate, places=ROOT_AND_MODEL,
+      option=True),
     S("train", "window", "always", 'e.g. "22:00-07:00": train only then; outside it training '
       "pauses with a save", check=_window),
     # -- conversion (targets/)
@@ -363,8 +371,8 @@ def values(section: str, place: str = ROOT) -> dict[str, Any]:
 
 # -- the stage commands' options and the engine's keywords -----------------------------------
 def _option_type(s: Setting) -> Callable[[str], Any] | None:
-    if s.types == (int, str):  # a number, or "auto"
-        return lambda text: text if text == AUTO else int(text)
+    if s.types in ((int, str), (float, str)):  # a number, or "auto"
+        return lambda text: text if text == AUTO else s.types[0](text)
     return None if s.choices else type(s.default)
 
 
@@ -411,7 +419,8 @@ def engine_kwargs(values: Any, section: str) -> dict[str, Any]:
     for s in in_section(section):
         if s.option and hasattr(values, s.name):
             value = getattr(values, s.name)
-            out[s.arg or s.name] = None if value == AUTO and s.types == (int, str) else value
+            out[s.arg or s.name] = None if value == AUTO and s.types in (
+                (int, str), (float, str)) else value
     return out
 
 

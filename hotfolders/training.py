@@ -45,7 +45,9 @@ STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a sto
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
                             "loss": "mae+dssim"}
 EYE_MOUTH_WEIGHT = 3.0    # loss weight of eyes and mouth relative to the rest of the face
-LEARNING_RATE = 5e-5      # Adam, beta_1 0.5, beta_2 0.99: faceswap's defaults
+# Adam, beta_1 0.5, beta_2 0.99: faceswap's defaults. A new model steps at its trainer's own
+# LEARNING_RATE; this is the step of models made before trainers declared one
+LEARNING_RATE = 5e-5
 PLATEAU_MIN_SAVES = 4     # --stop-on-plateau compares the last window of saves with the one
 PLATEAU_SHARE = 0.2       # before; a window is 20 % of the saves so far (at least 4 saves) ...
 PLATEAU_GAIN = 0.01       # ... and training stops when it gained less than 1 % (by default)
@@ -336,7 +338,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
           timelapse_b: Sequence[str | Path] | None = None, precision: str = "auto",
           mask: str | None = None, loss: str | None = None, coverage: float | None = None,
           stop: str = "iterations", plateau_gain: float = PLATEAU_GAIN,
-          learning_rate: float = LEARNING_RATE,
+          learning_rate: float | None = None,
           callback: Callback | None = None, stop_event: threading.Event | None = None,
           progress: Progress | None = None, seed: int | None = None,
           previews: Callable[[], list[tuple[Path, Path]]] | None = None) -> TrainResult:
@@ -359,6 +361,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     progress bars. ``seed`` makes a run
     repeatable: the augmentation and, for a new model, the initial weights (default: the
     augmentation is seeded by the iteration count, the weights at random).
+    ``learning_rate`` None: the model's own (recorded in its state), for a new model its
+    trainer's ``LEARNING_RATE``.
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -413,6 +417,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         import keras
 
         keras.utils.set_random_seed(seed)
+    if learning_rate is None:
+        learning_rate = float(state.get("learning_rate", LEARNING_RATE) if state is not None
+                              else plugin.LEARNING_RATE)
     nets = Networks(trainer_name, policy)
     optimizer = make_optimizer(policy, learning_rate)
     loaded_from = None
@@ -436,6 +443,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if measured is not None:
         state["precision_choice"] = measured
     state["precision_setting"] = precision
+    state["learning_rate"] = learning_rate
     coverage_note = _coverage_check(a_dirs, b_dirs, model_dir)
     if coverage_note:
         warnings.append(coverage_note)

@@ -81,6 +81,25 @@ def test_loss_goes_down_and_files_appear(trained):
     assert (state["coverage"], state["padding"], state["mask"], state["loss"]) == (
         0.85, 0.5, "extended", "mae+dssim")
     assert [h[0] for h in state["history"]] == [20, 40]
+    assert state["learning_rate"] == 1.5e-4  # a new model steps at its trainer's own rate
+
+
+def test_a_model_resumes_at_its_own_learning_rate(trained, astronaut_faces, grace_faces,
+                                                  tmp_path):
+    """A model made before trainers declared their rate (no ``learning_rate`` in its state)
+    resumes at faceswap's 5e-5, not at the new default, and keeps it from then on."""
+    from hotfolders.training import LEARNING_RATE, train
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained[0], model_dir)
+    state = json.loads((model_dir / "state.json").read_text())
+    del state["learning_rate"]
+    (model_dir / "state.json").write_text(json.dumps(state))
+    for iterations in (42, 44):
+        train([astronaut_faces], [grace_faces], model_dir, iterations=iterations, batch_size=2,
+              save_every=2, precision="float32")
+        assert json.loads((model_dir / "state.json").read_text())["learning_rate"] == \
+            LEARNING_RATE == 5e-5
 
 
 def test_one_shared_encoder_and_two_separate_decoders(trained):
@@ -306,7 +325,8 @@ def test_kill_during_training_resumes_exactly(astronaut_faces, grace_faces, tmp_
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     nets = Networks("lightweight")
-    opt = make_optimizer("float32")
+    rate = json.loads((model_dir / "state.json").read_text())["learning_rate"]
+    opt = make_optimizer("float32", rate)  # the rate is the run's: set, not restored
     state, folder = load_checkpoint(model_dir, nets, opt)
     saved = state["iterations"]
     assert saved >= 6 and saved % 3 == 0
@@ -327,7 +347,7 @@ def test_kill_during_training_resumes_exactly(astronaut_faces, grace_faces, tmp_
     assert [r[0] for r in _losses(model_dir)] == list(range(1, target + 1)), \
         "loss history lost or doubled"
     assert json.loads((model_dir / "state.json").read_text())["iterations"] == target
-    opt2 = make_optimizer("float32")
+    opt2 = make_optimizer("float32", rate)
     load_checkpoint(model_dir, Networks("lightweight"), opt2)
     assert int(opt2.iterations.numpy()) == target
     assert not list(model_dir.glob(".*.tmp"))

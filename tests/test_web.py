@@ -155,7 +155,8 @@ def populate_db(root: Path):
     store.add_job("convert", root / "targets" / "demo" / "clip2.mp4", model="demo")
     running = store.add_job("extract", root / "inbox" / "carol" / RUNNING_INPUT, person="carol")
     store.transition(running, "running", f"extract {RUNNING_INPUT}")
-    store.update(running, done=30, total=120, unit="frames", progress=0.25)
+    store.update(running, done=30, total=120, unit="frames", progress=0.25,
+                 node="<b>gpu-box</b> (10.0.0.7)")
     store.set_daemon(heartbeat=time.time(), state="running", message=f"extract {RUNNING_INPUT}",
                      url="http://127.0.0.1:8765/")
     return store, running
@@ -456,6 +457,7 @@ def test_page_shows_running_job_and_queue(client):
     assert ("progress", {"max": "1000", "value": "250"}) in tags
     assert "30 / 120 frames" in html
     assert "&lt;i&gt;carol&lt;i&gt; holiday.mp4" in html and "<i>carol" not in html
+    assert "on &lt;b&gt;gpu-box&lt;/b&gt; (10.0.0.7)" in html  # where it runs, escaped
     queue = html[html.index('id="queue"'):html.index("</table>", html.index('id="queue"'))]
     assert queue.index("clip1.mp4") < queue.index("clip2.mp4") < queue.index('class="name">demo<')
     assert "no video stream in &lt;u&gt;broken.mov&lt;/u&gt;" in html
@@ -478,7 +480,7 @@ SCHEMA = {
                  "progress": (float, None), "done": (int, None), "total": (int, None),
                  "unit": (str, None), "rate": (float, None), "eta_s": (float, None),
                  "elapsed_s": (float, None), "message": (str, None), "model": (str, None),
-                 "created": (str, None), "started": (str, None)}],
+                 "node": (str, None), "created": (str, None), "started": (str, None)}],
     "queue": [{"id": int, "kind": str, "name": str, "status": str, "priority": int,
                "created": str, "model": (str, None)}],
     "people": [{"name": str, "approved_faces": int, "review_faces": int, "thumbnails": [str],

@@ -1,7 +1,7 @@
 """Trainer plugins: one small module per model layout, looked up by name.
 
-Each module defines ``INPUT_SIZE``, ``OUTPUT_SIZE``, ``DESCRIPTION``, ``build_encoder()`` and
-``build_decoder(name)``. A model is ONE encoder and TWO decoders built by the same
+Each module defines ``INPUT_SIZE``, ``OUTPUT_SIZE``, ``DESCRIPTION``, ``LEARNING_RATE`` (Adam's
+step for a new model of that layout), ``build_encoder()`` and ``build_decoder(name)``. A model is ONE encoder and TWO decoders built by the same
 ``build_decoder``, so the decoders share a structure but never weights. Adding a trainer is
 adding a module here and its name to :data:`TRAINERS`.
 """

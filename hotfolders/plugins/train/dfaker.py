@@ -12,6 +12,7 @@ from .original import build_encoder  # noqa: F401  (the same encoder: 64 px in, 
 INPUT_SIZE = 64
 OUTPUT_SIZE = 128
 DESCRIPTION = "64 px in, 128 px out with residual decoder; for GPUs"
+LEARNING_RATE = 5e-5  # faceswap's (not re-measured here)
 
 
 def build_decoder(name: str) -> keras.Model:

@@ -13,6 +13,7 @@ from .layers import conv, to_rgb, upscale
 INPUT_SIZE = 64
 OUTPUT_SIZE = 64
 DESCRIPTION = "64 px, the classic deepfakes model"
+LEARNING_RATE = 5e-5  # faceswap's (the layout users know from there; not re-measured here)
 
 
 def build_encoder() -> keras.Model:
