@@ -101,3 +101,26 @@ def test_layers_import_only_downwards(package, forbidden):
                      else [])
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.relative_to(PROJECT)} imports {name}"
+
+
+def test_the_sizing_model_and_its_figures_in_docs_cluster_md():
+    """docs/sizing.py simulates the scheduling policy: GPU use equals the offered load when the
+    cluster keeps up, a model on an idle cluster is done in its own training time, and the
+    tables in docs/cluster.md are what the script prints."""
+    result = subprocess.run([sys.executable, str(PROJECT / "docs" / "sizing.py"), "--gpus",
+                             "1", "2", "3", "4"], capture_output=True, text=True, check=True)
+    rows = [line.split("|") for line in result.stdout.splitlines()[2:]]
+    doc = (PROJECT / "docs" / "cluster.md").read_text(encoding="utf-8")
+    for gpus, use, _, _, done, pauses in rows:
+        assert (f"| {int(gpus)} | {use.strip().replace('%', ' %')} |" in doc and
+                f"{done.strip()} | {pauses.strip()} |" in doc), f"docs/cluster.md: {gpus} GPUs"
+    sys.path.insert(0, str(PROJECT / "docs"))
+    try:
+        from sizing import simulate
+    finally:
+        sys.path.remove(str(PROJECT / "docs"))
+    load = (2 * 8 + 2 * 0.5) / 24  # GPU-hours asked a day over the hours of one GPU
+    one = simulate(1, 8, 8, 60, 10, 10, 3, 2, 8, 2, 1, 1)
+    assert abs(one["gpu_use"] - load) < 0.05
+    many = simulate(8, 8, 64, 60, 10, 10, 3, 2, 8, 2, 1, 1)
+    assert 8.0 <= many["train_turnaround_p95_h"] < 8.5 and many["convert_wait_p95_h"] == 0
