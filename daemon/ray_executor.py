@@ -39,6 +39,7 @@ PROBE = "cluster-probe"      # under <root>/.facedrop/: what each node must see
 PROBE_SECONDS = 120.0        # how long the nodes get to answer the probe
 THREADS = 4                  # actor threads answering begin(), poll() and send()
 ORPHAN_SECONDS = 3600.0      # an ended stage's actor waits this long for a daemon to collect it
+FREE_SECONDS = 0.5           # how long has_room() trusts its last look at the free resources
 
 
 def _ray():
@@ -206,6 +207,7 @@ class RayExecutor:
         self._gpus = 0.0
         self._actor_class: Any = None
         self._started_ray = False
+        self._free: tuple[float, dict[str, float]] = (0.0, {})  # (when asked, free resources)
         # one namespace per root: daemons of other roots on the same cluster never meet
         self.namespace = "facedrop-" + hashlib.sha256(
             str(self.root.resolve()).encode()).hexdigest()[:16]
@@ -271,7 +273,10 @@ class RayExecutor:
         (summed over the nodes: a job may still wait a little for one node to hold them)."""
         if self._actor_class is None:
             return True
-        free = _ray().available_resources()
+        asked, free = self._free
+        if time.monotonic() - asked > FREE_SECONDS:  # one cluster query per pass of the queue
+            free = _ray().available_resources()
+            self._free = (time.monotonic(), free)
         needs = self.needs(kind)
         return (free.get("CPU", 0.0) >= needs["num_cpus"] - 1e-9 and
                 free.get("GPU", 0.0) >= needs.get("num_gpus", 0.0) - 1e-9)

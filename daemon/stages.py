@@ -1,11 +1,11 @@
 """What each kind of job does: the wiring from hot folders to the engine's stage functions.
 
 Each job runs in a process of the worker's executor (:mod:`daemon.executor`; by default a
-spawned child, so a crash in native code cannot take the daemon down). The child reports
-progress through a pipe and listens on it for a stop request, which training honours at its
-next step by saving first, and for updates (the previews training should render). Each stage
-takes one small frozen parameter object, made by the service from the settings; nothing but
-those values crosses into the child.
+spawned child, so a crash in native code cannot take the daemon down). Whatever runs it,
+:func:`run_stage` reports progress and the outcome, and :class:`Control` takes a stop request,
+which training honours at its next step by saving first, and updates (the previews training
+should render). Each stage takes one small frozen parameter object, made by the service from
+the settings; nothing but those values crosses into the job's process.
 """
 from __future__ import annotations
 

@@ -36,6 +36,14 @@ def actor_pids() -> list[int]:
     return pids
 
 
+def wait_gone(pid: int | None = None, timeout: float = 10.0) -> list[int]:
+    """Wait until job actor ``pid`` (any, if None) has exited; the actor pids left."""
+    deadline = time.monotonic() + timeout
+    while (pids := actor_pids()) and (pid is None or pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return actor_pids()
+
+
 def kill_actors(timeout: float = 30.0) -> list[int]:
     """kill -9 every job actor (waiting up to ``timeout`` seconds for one to exist)."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemonproc import FAST, Daemon, init_root
-from raycluster import actor_pids, kill_actors
+from raycluster import actor_pids, kill_actors, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,7 @@ def test_the_ray_executor_runs_a_stage_on_a_node_and_reports_back(tmp_path, ray_
         assert messages[-1][0] == "done", messages[-1]
         assert run.finish(10) == 0
         assert len(list((root / "review" / "alice" / "a").glob("*.png"))) == 5
-        deadline = time.monotonic() + 10
-        while actor_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not actor_pids()  # the job's actor went with its job
+        assert not wait_gone()  # the job's actor went with its job
     finally:
         executor.close()
 
@@ -181,10 +178,7 @@ def test_a_restarted_daemon_attaches_to_the_jobs_its_predecessor_left_running(
         daemon.start()
         daemon.wait_for("the job to be done", lambda: daemon.job_for("long.mp4")["status"] == "done",
                         timeout=240)
-        deadline = time.monotonic() + 10
-        while worker_pid in actor_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert worker_pid not in actor_pids()  # the attached actor ended with its job
+        assert worker_pid not in wait_gone(worker_pid)  # the attached actor ended with its job
     finally:
         daemon.stop()
     (job,) = daemon.jobs()
