@@ -15,6 +15,7 @@ Targets on a 2-core CPU: lightweight >= 60 img/s, pipeline cost <= 10 %, peak RS
 (dfaker is meant for GPUs: on a small CPU one of its steps takes half a minute.)
 
     python bench/train.py [--trainers lightweight,original,dfaker] [--precision auto,mixed]
+                          [--convolutions auto,onednn]
 """
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def pipeline_cost(tensors: Meter, pipeline: Meter) -> float:
     return statistics.median(1 - p / t for t, p in zip(tensors.rates, pipeline.rates))
 
 
-def bench_trainer(tf, name: str, precision: str, faces: tuple[Path, Path], args) -> dict:
+def bench_trainer(tf, name: str, precision: str, convolutions: str, faces: tuple[Path, Path],
+                  args) -> dict:
     from hotfolders.dataset import batches, load_faces
     from hotfolders.model import Networks
     from hotfolders.plugins.train import load_trainer
@@ -153,6 +155,7 @@ def bench_trainer(tf, name: str, precision: str, faces: tuple[Path, Path], args)
     fb = load_faces([faces[1]], plugin.OUTPUT_SIZE, 0.85, "extended", "B")
     load_s = time.perf_counter() - start
     nets = Networks(name, policy)
+    tuned = nets.tune(args.batch_size) if convolutions == "auto" else []
     opt = make_optimizer(policy)
     step = make_step(nets, opt, "mae+dssim", policy == "mixed_float16")
     data = batches(fa, fb, args.batch_size, plugin.INPUT_SIZE, seed=0)
@@ -192,7 +195,8 @@ def bench_trainer(tf, name: str, precision: str, faces: tuple[Path, Path], args)
     finally:
         data.close()
     images = 2 * args.batch_size
-    return {"name": name, "policy": policy, "spec": f"{name}:{precision}", "faces": len(fa) + len(fb), "load_s": load_s,
+    return {"name": name, "policy": policy, "spec": f"{name}:{precision}:{convolutions}",
+            "convolutions": convolutions, "tuned": tuned, "faces": len(fa) + len(fb), "load_s": load_s,
             "trace_s": first, "steps": tensors.steps + pipeline.steps,
             "tensors": tensors.median(images), "pipeline": pipeline.median(images),
             "tensors_best": tensors.best(images), "pipeline_best": pipeline.best(images),
@@ -220,6 +224,10 @@ def main() -> int:
     parser.add_argument("--precision", default="auto",
                         help="auto, float32 or mixed; a comma list compares them on lightweight "
                              "(the other trainers use the first)")
+    parser.add_argument("--convolutions", default="auto",
+                        help="auto (each small convolution in the form measured faster, as "
+                             "training does) or onednn (all as oneDNN convolutions); a comma "
+                             "list compares them on every trainer")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8, help="most steps per timed block")
     parser.add_argument("--rounds", type=int, default=12, help="interleaved block pairs")
@@ -228,13 +236,13 @@ def main() -> int:
                         help="time budget of the timed part per trainer")
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "facedrop-bench")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "trainer:precision"
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "trainer:precision:form"
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     tf = quiet.import_tensorflow()
     if args.worker:
-        name, precision = args.worker.split(":")
-        result = bench_trainer(tf, name, precision, make_faces(args.cache), args)
+        name, precision, convolutions = args.worker.split(":")
+        result = bench_trainer(tf, name, precision, convolutions, make_faces(args.cache), args)
         print(json.dumps(result), flush=True)
         return 0
     from hotfolders.precision import describe_cpu
@@ -256,18 +264,20 @@ def main() -> int:
     make_faces(args.cache)
     precisions = args.precision.split(",")
     rows = []
-    print(f"{'trainer':12} {'precision':15} {'pipeline':>9} {'tensors':>9} {'cost':>6} "
+    print(f"{'trainer':12} {'precision':15} {'convs':6} {'pipeline':>9} {'tensors':>9} {'cost':>6} "
           f"{'best':>15} {'alone':>7} {'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'RSS MB':>7}",
           flush=True)
+    forms = args.convolutions.split(",")
     for name in args.trainers.split(","):
-        for precision in precisions if name == "lightweight" else precisions[:1]:
-            args.worker_spec = f"{name}:{precision}"
+        for precision, form in [(p, f) for p in (precisions if name == "lightweight"
+                                                 else precisions[:1]) for f in forms]:
+            args.worker_spec = f"{name}:{precision}:{form}"
             r = run_worker(args)
             rows.append(r)
             per_img = r["flops_step"] / (2 * args.batch_size)
             achieved = per_img * r["tensors_best"]
             peak = peaks[r["policy"] if r["policy"] in peaks else "float32"]
-            print(f"{r['name']:12} {r['policy']:15} {r['pipeline']:7.1f}/s {r['tensors']:7.1f}/s "
+            print(f"{r['name']:12} {r['policy']:15} {r['convolutions']:6} {r['pipeline']:7.1f}/s {r['tensors']:7.1f}/s "
                   f"{r['cost']:6.1%} {r['pipeline_best']:6.1f}/{r['tensors_best']:6.1f}/s "
                   f"{r['alone']:5.1f}/s {per_img / 1e9:9.2f} {achieved / 1e9:8.1f} "
                   f"{achieved / peak:7.1%} {r['rss']:7.0f}", flush=True)
@@ -279,7 +289,11 @@ def main() -> int:
           "best pre-made block and a training step's FLOPs (forward + backward) against the "
           "matmul peak of the precision used; RSS = peak of the trainer's own process")
     for r in rows:
-        print(f"  {r['name']} ({r['policy']}): forward {r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
+        if r["tuned"]:
+            print(f"  {r['name']} ({r['policy']}): convolutions " + ", ".join(
+                f"{t['layer']} matmul {t['speedup']:.2f}x{' (chosen)' if t['matmul'] else ''}"
+                for t in r["tuned"]))
+        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): forward {r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
               f"loaded {r['faces']} faces in {r['load_s']:.1f} s, first step (tracing) "
               f"{r['trace_s']:.1f} s, {r['steps']} timed steps")
     # the peak again: load only ever lowers a measurement, so the higher of the two counts
@@ -295,7 +309,7 @@ def main() -> int:
         best = per_img * r["tensors_best"]
         alone = per_img * r["alone_tensors"]
         step_s = 2 * args.batch_size / r["tensors"]
-        print(f"  {r['name']} ({r['policy']}): best block {best / 1e9:.0f} GFLOP/s = "
+        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): best block {best / 1e9:.0f} GFLOP/s = "
               f"{best / peaks[key]:.0%} of the best matmul; alone {alone / 1e9:.0f} GFLOP/s = "
               f"{alone / alone_peaks[key]:.0%} of the matmul alone; augmenting one iteration "
               f"takes {1000 * r['augment_s']:.0f} ms of CPU = {r['augment_s'] / step_s:.1%} of "
@@ -303,7 +317,7 @@ def main() -> int:
     load_end = os.getloadavg()
     print(f"load average at end {load_end[0]:.1f}")
     light = next((r for r in rows if r["name"] == "lightweight"
-                  and r["spec"].endswith(f":{precisions[0]}")), None)
+                  and r["spec"] == f"lightweight:{precisions[0]}:{forms[0]}"), None)
     if light:
         ok_speed = light["pipeline"] >= 60
         print(f"targets: lightweight {light['pipeline']:.0f} img/s (best block "

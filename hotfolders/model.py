@@ -203,6 +203,13 @@ class Networks:
     def part(self, name: str):
         return getattr(self, name)
 
+    def tune(self, batch_size: int) -> list[dict[str, Any]]:
+        """Run each small convolution in the form measured faster on this machine for training
+        at ``batch_size`` (:func:`hotfolders.convolution.tune`); call before tracing a step."""
+        from . import convolution
+
+        return convolution.tune([self.part(name) for name in PARTS], batch_size)
+
     @property
     def trainable_variables(self) -> list:
         return (self.encoder.trainable_variables + self.decoder_a.trainable_variables

@@ -29,7 +29,8 @@ PRECISIONS = ("auto", "float32", "mixed")
 MARGIN = 1.05         # reduced precision must be this much faster: below, float32's accuracy wins
 ROUNDS = 3            # timed blocks per candidate, interleaved so a change of load hits both,
 BLOCK_SECONDS = 0.3   # each at least this long (and one step),
-SECONDS = 2.0         # fewer rounds once this much was timed (tracing each step comes on top)
+SECONDS = 2.0         # fewer rounds once this much was timed (tracing each step comes on top),
+MIN_ROUNDS = 2        # but never fewer than this
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
@@ -109,6 +110,7 @@ def _runner(trainer: str, policy: str, batch_size: int, loss: str):
     from .training import make_optimizer, make_step
 
     nets = Networks(trainer, policy)
+    nets.tune(batch_size)  # each precision compared at its own fastest
     optimizer = make_optimizer(policy)
     step = make_step(nets, optimizer, loss, policy == "mixed_float16")
     rng = np.random.default_rng(0)
@@ -126,13 +128,15 @@ def measure(trainer: str, batch_size: int, loss: str = "mae+dssim",
     """Images per second (A and B together) of ``trainer`` in each of ``policies`` (default:
     float32 and the device's reduced precision): the best of up to ``rounds`` interleaved
     blocks (load from other processes only ever lowers a block's rate); a slow trainer, whose
-    step alone outlasts a block, stops after ``seconds`` of timing, with one round at least."""
+    step alone outlasts a block, stops after ``seconds`` of timing, with two rounds at least
+    (a step's first runs after tracing can still be slow: oneDNN makes kernels lazily, and a
+    single step of ``original`` measured bfloat16 at 0.7x its speed)."""
     policies = policies or ("float32", reduced_policy())
     runners = {p: _runner(trainer, p, batch_size, loss) for p in policies}
     best = dict.fromkeys(policies, 0.0)
     timed_from = time.perf_counter()
     for r in range(rounds):
-        if r and time.perf_counter() - timed_from >= seconds:
+        if r >= MIN_ROUNDS and time.perf_counter() - timed_from >= seconds:
             break
         for policy in policies[::1 if r % 2 == 0 else -1]:
             run = runners[policy]

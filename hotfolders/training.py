@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
+from .convolution import describe as describe_convolutions
 from .dataset import FaceSet, batches, load_faces, sample_indices
 from .errors import InputError
 from .masks import MASK_TYPES
@@ -421,6 +422,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         learning_rate = float(state.get("learning_rate", LEARNING_RATE) if state is not None
                               else plugin.LEARNING_RATE)
     nets = Networks(trainer_name, policy)
+    convolutions = nets.tune(batch_size)
     optimizer = make_optimizer(policy, learning_rate)
     loaded_from = None
     if state is not None:
@@ -467,6 +469,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
              model_dir.name, trainer_name, describe_precision(measured) if measured else
              f"{policy} as set", start_iter, len(faces_a), len(faces_b))
+    log.info("convolutions: %s", describe_convolutions(convolutions))
     data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
                    seed=seed if seed is not None else start_iter)
     iteration = last_saved = start_iter

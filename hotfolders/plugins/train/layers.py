@@ -6,6 +6,22 @@ import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="facedrop")
+class Conv2D(keras.layers.Conv2D):
+    """Keras's Conv2D that can run as one matrix multiply over explicit patches, where
+    :func:`hotfolders.convolution.tune` measured that faster (same class name, so saved
+    weights keep their layer names; the choice is never saved)."""
+
+    as_matmul = False
+
+    def convolution_op(self, inputs, kernel):
+        if self.as_matmul:
+            from ...convolution import conv_as_matmul
+
+            return conv_as_matmul(inputs, kernel, tuple(self.strides))
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="facedrop")
 class PixelShuffle(keras.layers.Layer):
     """Depth-to-space upscale by 2: (H, W, 4C) -> (2H, 2W, C), no checkerboard artefacts."""
 
@@ -45,25 +61,25 @@ class LeakyReLU(keras.layers.LeakyReLU):
 
 
 def conv(x, filters: int, kernel: int = 5, strides: int = 2, name: str | None = None):
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", name=name)(x)
+    x = Conv2D(filters, kernel, strides=strides, padding="same", name=name)(x)
     return LeakyReLU(0.1)(x)
 
 
 def upscale(x, filters: int, name: str | None = None):
-    x = keras.layers.Conv2D(filters * 4, 3, padding="same", name=name)(x)
+    x = Conv2D(filters * 4, 3, padding="same", name=name)(x)
     x = LeakyReLU(0.1)(x)
     return PixelShuffle()(x)
 
 
 def residual(x, filters: int):
-    y = keras.layers.Conv2D(filters, 3, padding="same")(x)
+    y = Conv2D(filters, 3, padding="same")(x)
     y = LeakyReLU(0.2)(y)
-    y = keras.layers.Conv2D(filters, 3, padding="same")(y)
+    y = Conv2D(filters, 3, padding="same")(y)
     y = keras.layers.Add()([x, y])
     return LeakyReLU(0.2)(y)
 
 
 def to_rgb(x, name: str):
     # float32 output whatever the mixed-precision policy, so losses are computed in float32
-    return keras.layers.Conv2D(3, 5, padding="same", activation="sigmoid", dtype="float32",
+    return Conv2D(3, 5, padding="same", activation="sigmoid", dtype="float32",
                                name=name)(x)
