@@ -225,7 +225,7 @@ def main() -> int:
                         help="auto, float32 or mixed; a comma list compares them on lightweight "
                              "(the other trainers use the first)")
     parser.add_argument("--convolutions", default="auto",
-                        help="auto (each small convolution in the form measured faster, as "
+                        help="auto (the convolutions oneDNN runs poorly in the form measured fastest, as "
                              "training does) or onednn (all as oneDNN convolutions); a comma "
                              "list compares them on every trainer")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -290,8 +290,9 @@ def main() -> int:
           "matmul peak of the precision used; RSS = peak of the trainer's own process")
     for r in rows:
         if r["tuned"]:
-            print(f"  {r['name']} ({r['policy']}): convolutions " + ", ".join(
-                f"{t['layer']} matmul {t['speedup']:.2f}x{' (chosen)' if t['matmul'] else ''}"
+            print(f"  {r['name']} ({r['policy']}): convolutions " + "; ".join(
+                f"{t['layer']} " + ", ".join(f"{form} {gain:.2f}x" for form, gain in
+                                              t["speedups"].items()) + f" -> {t['form']}"
                 for t in r["tuned"]))
         print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): forward {r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
               f"loaded {r['faces']} faces in {r['load_s']:.1f} s, first step (tracing) "

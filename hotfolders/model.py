@@ -204,8 +204,9 @@ class Networks:
         return getattr(self, name)
 
     def tune(self, batch_size: int) -> list[dict[str, Any]]:
-        """Run each small convolution in the form measured faster on this machine for training
-        at ``batch_size`` (:func:`hotfolders.convolution.tune`); call before tracing a step."""
+        """Run each convolution that oneDNN runs poorly in the form measured fastest on this
+        machine for training at ``batch_size`` (:func:`hotfolders.convolution.tune`); call
+        before tracing a step."""
         from . import convolution
 
         return convolution.tune([self.part(name) for name in PARTS], batch_size)

@@ -4,21 +4,21 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ...convolution import FORMS, ONEDNN
+
 
 @keras.saving.register_keras_serializable(package="facedrop")
 class Conv2D(keras.layers.Conv2D):
-    """Keras's Conv2D that can run as one matrix multiply over explicit patches, where
-    :func:`hotfolders.convolution.tune` measured that faster (same class name, so saved
-    weights keep their layer names; the choice is never saved)."""
+    """Keras's Conv2D that can run in another form (a matrix multiply, a space-to-depth
+    convolution) where :func:`hotfolders.convolution.tune` measured that faster (same class
+    name, so saved weights keep their layer names; the form is never saved)."""
 
-    as_matmul = False
+    form = ONEDNN
 
     def convolution_op(self, inputs, kernel):
-        if self.as_matmul:
-            from ...convolution import conv_as_matmul
-
-            return conv_as_matmul(inputs, kernel, tuple(self.strides))
-        return super().convolution_op(inputs, kernel)
+        if self.form == ONEDNN:
+            return super().convolution_op(inputs, kernel)
+        return FORMS[self.form](inputs, kernel, tuple(self.strides))
 
 
 @keras.saving.register_keras_serializable(package="facedrop")
