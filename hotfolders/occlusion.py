@@ -205,12 +205,14 @@ def train_occlusion(dirs: Sequence[str | Path], weights: str | Path, *, steps: i
     ``.weights.h5``, never a pickle) to ``weights``."""
     import tensorflow as tf
 
+    from .adam import Adam
+
     started = time.perf_counter()
     faces, masks = face_crops(dirs, size)
     rng = np.random.default_rng(seed)
     tf.keras.utils.set_random_seed(seed)
     net = build_unet(size)
-    optimizer = tf.keras.optimizers.Adam(1e-3)
+    optimizer = Adam(1e-3)
 
     @tf.function
     def step(x, y):

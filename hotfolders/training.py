@@ -139,7 +139,9 @@ def make_step(nets: Networks, optimizer, loss_kind: str, scaled: bool = False):
 def make_optimizer(policy: str, learning_rate: float = LEARNING_RATE):
     import keras
 
-    opt = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.99)
+    from .adam import Adam
+
+    opt = Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.99)
     if policy == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
