@@ -196,7 +196,8 @@ def bench_trainer(tf, name: str, precision: str, convolutions: str, faces: tuple
         data.close()
     images = 2 * args.batch_size
     return {"name": name, "policy": policy, "spec": f"{name}:{precision}:{convolutions}",
-            "convolutions": convolutions, "tuned": tuned, "faces": len(fa) + len(fb), "load_s": load_s,
+            "convolutions": convolutions, "tuned": tuned, "faces": len(fa) + len(fb),
+            "load_s": load_s,
             "trace_s": first, "steps": tensors.steps + pipeline.steps,
             "tensors": tensors.median(images), "pipeline": pipeline.median(images),
             "tensors_best": tensors.best(images), "pipeline_best": pipeline.best(images),
@@ -225,9 +226,9 @@ def main() -> int:
                         help="auto, float32 or mixed; a comma list compares them on lightweight "
                              "(the other trainers use the first)")
     parser.add_argument("--convolutions", default="auto",
-                        help="auto (the convolutions oneDNN runs poorly in the form measured fastest, as "
-                             "training does) or onednn (all as oneDNN convolutions); a comma "
-                             "list compares them on every trainer")
+                        help="auto (the convolutions oneDNN runs poorly in the form measured "
+                             "fastest, as training does) or onednn (all as oneDNN "
+                             "convolutions); a comma list compares them on every trainer")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8, help="most steps per timed block")
     parser.add_argument("--rounds", type=int, default=12, help="interleaved block pairs")
@@ -264,7 +265,8 @@ def main() -> int:
     make_faces(args.cache)
     precisions = args.precision.split(",")
     rows = []
-    print(f"{'trainer':12} {'precision':15} {'convs':6} {'pipeline':>9} {'tensors':>9} {'cost':>6} "
+    print(f"{'trainer':12} {'precision':15} {'convs':6} {'pipeline':>9} {'tensors':>9} "
+          f"{'cost':>6} "
           f"{'best':>15} {'alone':>7} {'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'RSS MB':>7}",
           flush=True)
     forms = args.convolutions.split(",")
@@ -277,7 +279,8 @@ def main() -> int:
             per_img = r["flops_step"] / (2 * args.batch_size)
             achieved = per_img * r["tensors_best"]
             peak = peaks[r["policy"] if r["policy"] in peaks else "float32"]
-            print(f"{r['name']:12} {r['policy']:15} {r['convolutions']:6} {r['pipeline']:7.1f}/s {r['tensors']:7.1f}/s "
+            print(f"{r['name']:12} {r['policy']:15} {r['convolutions']:6} "
+                  f"{r['pipeline']:7.1f}/s {r['tensors']:7.1f}/s "
                   f"{r['cost']:6.1%} {r['pipeline_best']:6.1f}/{r['tensors_best']:6.1f}/s "
                   f"{r['alone']:5.1f}/s {per_img / 1e9:9.2f} {achieved / 1e9:8.1f} "
                   f"{achieved / peak:7.1%} {r['rss']:7.0f}", flush=True)
@@ -294,7 +297,8 @@ def main() -> int:
                 f"{t['layer']} " + ", ".join(f"{form} {gain:.2f}x" for form, gain in
                                               t["speedups"].items()) + f" -> {t['form']}"
                 for t in r["tuned"]))
-        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): forward {r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
+        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): forward "
+              f"{r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
               f"loaded {r['faces']} faces in {r['load_s']:.1f} s, first step (tracing) "
               f"{r['trace_s']:.1f} s, {r['steps']} timed steps")
     # the peak again: load only ever lowers a measurement, so the higher of the two counts
@@ -310,7 +314,8 @@ def main() -> int:
         best = per_img * r["tensors_best"]
         alone = per_img * r["alone_tensors"]
         step_s = 2 * args.batch_size / r["tensors"]
-        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): best block {best / 1e9:.0f} GFLOP/s = "
+        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): best block "
+              f"{best / 1e9:.0f} GFLOP/s = "
               f"{best / peaks[key]:.0%} of the best matmul; alone {alone / 1e9:.0f} GFLOP/s = "
               f"{alone / alone_peaks[key]:.0%} of the matmul alone; augmenting one iteration "
               f"takes {1000 * r['augment_s']:.0f} ms of CPU = {r['augment_s'] / step_s:.1%} of "

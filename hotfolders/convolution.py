@@ -5,8 +5,8 @@ oneDNN's convolution kernels are fast on wide images with many filters, and slow
 ends of a trainer: where the output is a few pixels across and the channels are many
 (``original``'s last encoder convolution, 8x8 -> 4x4, 512 -> 1024 filters, and its 4x4 upscale
 reached 28-52 % of the matmul peak on a 2-core AVX-512 CPU), and where a wide image ends in
-three filters (the 5x5 ``to_rgb`` of every decoder: 16 % of ``lightweight``'s step for 4 % of
-its FLOPs). Each has another way to the same numbers:
+three filters (the 5x5 ``to_rgb`` of every decoder, there 16 % of ``lightweight``'s step for
+4 % of its FLOPs). Each has another way to the same numbers:
 
 - ``matmul``: explicit patches (im2col) times the kernel, one large matrix multiply;
 - ``s2d``: a stride-1 convolution on a space-to-depth view of the image, whose 3x3 kernel
@@ -36,7 +36,7 @@ MIN_GAIN = 1.05          # another form must be this much faster than oneDNN to 
 REPEATS = 5              # timed rounds per form (the fastest counts; other processes only slow),
 ROUND_SECONDS = 0.03     # each of enough passes to last this long (a single 5 ms pass is noisy)
 
-_cache: dict[tuple, dict[str, float]] = {}  # layer shape, dtype, batch -> speed-up per form
+_cache: dict[tuple, dict[str, float]] = {}  # shapes, dtype, forms -> speed-up of each form
 
 
 def conv_as_matmul(inputs, kernel, strides: tuple[int, int]):
@@ -87,14 +87,16 @@ def conv_space_to_depth(inputs, kernel, strides: tuple[int, int] = (1, 1)):
     """
     import tensorflow as tf
 
-    assert tuple(strides) == (1, 1), "space-to-depth form is for stride-1 convolutions"
+    if tuple(strides) != (1, 1):
+        raise ValueError(f"the space-to-depth form is for stride-1 convolutions, not {strides}")
     size, _, cin, cout = kernel.shape
     taps = tf.concat([tf.reshape(kernel, [size * size, cin, cout]),
                       tf.zeros([1, cin, cout], kernel.dtype)], axis=0)
     blocks = tf.gather(taps, _s2d_taps(size))                # u v r s a b cin cout
     blocks = tf.transpose(blocks, [0, 1, 2, 3, 6, 4, 5, 7])  # u v (r s cin) (a b cout)
     blocks = tf.reshape(blocks, [3, 3, 4 * cin, 4 * cout])
-    return tf.nn.depth_to_space(tf.nn.conv2d(tf.nn.space_to_depth(inputs, 2), blocks, 1, "SAME"), 2)
+    blocks_out = tf.nn.conv2d(tf.nn.space_to_depth(inputs, 2), blocks, 1, "SAME")
+    return tf.nn.depth_to_space(blocks_out, 2)
 
 
 def _onednn(inputs, kernel, strides: tuple[int, int]):
