@@ -226,22 +226,26 @@ def test_kill_9_inside_saves_never_breaks_the_model(tmp_path):
         last = state["iterations"]
 
 
-def test_leaky_relu_gradient_from_its_output_is_tensorflows():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_leaky_relu_gradient_from_its_output_is_tensorflows(dtype):
     """The trainers' LeakyReLU takes its gradient from the output (so Grappler can fuse the
-    activation into the convolution): the same values and gradients as TensorFlow's own."""
+    activation into the convolution): the same values and gradients as TensorFlow's own, in
+    either precision, zeros included."""
     import tensorflow as tf
 
     from hotfolders.plugins.train.layers import LeakyReLU
 
-    x = tf.constant(np.random.default_rng(0).normal(size=(4, 8, 8, 16)), tf.float32)
-    layer = LeakyReLU(0.1)
+    values = np.random.default_rng(0).normal(size=(4, 8, 8, 16))
+    values[0, 0, 0, :4] = 0.0
+    x = tf.constant(values, dtype)
+    layer = LeakyReLU(0.1, dtype=dtype)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         ours, theirs = layer(x), tf.nn.leaky_relu(x, 0.1)
-        upstream = tf.sin(tf.range(tf.size(x), dtype=tf.float32))
+        upstream = tf.cast(tf.sin(tf.range(tf.size(x), dtype=tf.float32)), dtype)
         loss_ours = tf.reduce_sum(tf.reshape(ours, [-1]) * upstream)
         loss_theirs = tf.reduce_sum(tf.reshape(theirs, [-1]) * upstream)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-    np.testing.assert_allclose(tape.gradient(loss_ours, x).numpy(),
-                               tape.gradient(loss_theirs, x).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(loss_ours, x).numpy(),
+                                  tape.gradient(loss_theirs, x).numpy())
     assert type(layer).__name__ == "LeakyReLU"  # saved weights keep their layer names

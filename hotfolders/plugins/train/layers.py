@@ -37,14 +37,16 @@ def _leaky_relu(x, slope: float):
     """Leaky ReLU whose gradient is taken from its output (the sign of the output is the sign
     of the input). TensorFlow's own gradient reads the input, which keeps Grappler from
     fusing the convolution, its bias and the activation into one oneDNN kernel (it logs
-    "remapper failed") and runs as a slow element-wise bfloat16 op of its own."""
+    "remapper failed") and runs as a slow element-wise bfloat16 op of its own. The gradient
+    is TensorFlow's one-pass ``LeakyReluGrad`` fed the output (three element-wise ops before:
+    a training step 2-4 % slower on a 2-core AMX Xeon)."""
 
     @tf.custom_gradient
     def forward(x):
         y = tf.nn.leaky_relu(x, slope)
 
         def backward(dy):
-            return tf.where(y > 0, dy, dy * tf.cast(slope, dy.dtype))
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=slope)
 
         return y, backward
 
