@@ -158,6 +158,30 @@ def test_a_step_encodes_a_and_b_as_one_batch_with_the_same_result_as_apart():
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("size,window", [(64, 7), (128, 11)])
+def test_the_losss_ssim_is_tensorflows_with_the_same_gradient(size, window):
+    from hotfolders import quiet
+    from hotfolders.training import ssim
+
+    tf = quiet.import_tensorflow()
+    rng = np.random.default_rng(size)
+    target = tf.constant(rng.random((2, size, size, 3)), tf.float32)
+    noisy = tf.clip_by_value(target + rng.normal(0, 0.1, target.shape), 0.0, 1.0)
+    noisy = tf.constant(noisy.numpy(), tf.float32)
+    results = []
+    for form in (lambda x, y: ssim(x, y, window),
+                 lambda x, y: tf.image.ssim(x, y, max_val=1.0, filter_size=window)):
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            value = form(target, noisy)
+            total = tf.reduce_sum(value)
+        results.append((value.numpy(), tape.gradient(total, noisy).numpy()))
+    (mine, my_gradient), (theirs, their_gradient) = results
+    assert mine.shape == (2,) and 0.2 < mine.min() < mine.max() < 0.99
+    np.testing.assert_allclose(mine, theirs, atol=1e-6)
+    np.testing.assert_allclose(my_gradient, their_gradient, atol=1e-8, rtol=1e-4)
+
+
 def test_swap_model_api(trained, astronaut_faces):
     from media import render_frames
 
