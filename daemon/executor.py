@@ -1,9 +1,10 @@
 """Where a job's stage runs: the seam between the worker and the processes doing the work.
 
 The worker decides what runs and records what happened; an executor only starts a stage
-somewhere and carries messages both ways: progress and the outcome from the stage
-(``("progress", info)``, ``("done", result)``, ``("failed", ...)``, ``("transient", ...)``),
-and a stop request or updates to it (``"stop"``, ``("update", topic, value)``). The stage
+somewhere and carries messages both ways: log records, progress and the outcome from the
+stage (``("log", level, logger, text)``, ``("progress", info)``, ``("done", result)``,
+``("failed", ...)``, ``("transient", ...)``), and a stop request or updates to it
+(``"stop"``, ``("update", topic, value)``). The stage
 functions (:mod:`daemon.stages`) are the same whoever runs them.
 
 ``local``, the default, runs each job in a spawned child process of the daemon: a crash in

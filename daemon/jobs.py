@@ -317,6 +317,10 @@ class Worker:
                 if message[0] == "progress":
                     self._progress(job, message[1])
                     continue
+                if message[0] == "log":
+                    _, level, name, text = message
+                    logging.getLogger(name).log(level, "job %d (%s): %s", job_id, kind, text)
+                    continue
                 outcome = message
                 break
             if not run.alive():

@@ -302,10 +302,63 @@ def quiet_logging(kind: str, verbose: bool) -> None:
                         force=True)
 
 
+OWN_LOGGERS = ("hotfolders", "daemon")  # whose records a stage hands to the daemon's log
+
+
+class ForwardLog(logging.Handler):
+    """Hands facedrop's own log records (INFO and up; everything with ``--verbose``) to the
+    daemon as ``("log", level, logger, text)``, which writes them to its log with the job's
+    number: what a stage chose and did (a training's precision, its convolutions, its
+    saves) belongs in ``facedrop.log`` beside the rest of the service's story. Third-party
+    output stays on the process's stderr, at warnings."""
+
+    def __init__(self, send: Callable[[tuple], None], level: int) -> None:
+        super().__init__(level)
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self._send(("log", record.levelno, record.name, text))
+        except Exception:  # the daemon is gone: nothing to tell
+            self.handleError(record)
+
+
+def _forward_own_logs(send: Callable[[tuple], None]) -> Callable[[], None]:
+    """Route facedrop's loggers to the daemon instead of stderr; returns the undo."""
+    verbose = os.environ.get("FACEDROP_VERBOSE") == "1"
+    handler = ForwardLog(send, logging.DEBUG if verbose else logging.INFO)
+    loggers = [logging.getLogger(name) for name in OWN_LOGGERS]
+    before = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(handler.level)
+        lg.propagate = False  # not a second time on stderr: the daemon logs it there too
+
+    def undo() -> None:
+        for lg, (level, propagate) in zip(loggers, before):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+    return undo
+
+
 def run_stage(kind: str, params: Any, send: Callable[[tuple], None], control: Control) -> None:
-    """Run one job's stage and report through ``send``: progress (a few reports a second at
-    most), then the outcome (``done``, ``failed`` or ``transient``). Every executor runs
-    stages through this, so a stage behaves the same wherever it runs."""
+    """Run one job's stage and report through ``send``: its log records (:class:`ForwardLog`),
+    progress (a few reports a second at most), then the outcome (``done``, ``failed`` or
+    ``transient``). Every executor runs stages through this, so a stage behaves the same
+    wherever it runs."""
+    undo_logs = _forward_own_logs(send)
+    try:
+        _run_stage(kind, params, send, control)
+    finally:
+        undo_logs()
+
+
+def _run_stage(kind: str, params: Any, send: Callable[[tuple], None], control: Control) -> None:
     from hotfolders.safefs import confine
 
     from .faults import transient_reason

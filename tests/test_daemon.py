@@ -162,6 +162,13 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     assert early["iterations"] < 60 and (final["iterations"], final["output"]) == (
         60, early["output"])  # the same name: the output moved on with its model
     assert _done_events(root) == {j["id"]: 1 for j in jobs if j["status"] == "done"}
+    # what the training chose reaches the service's log, with the job's number (stage logs
+    # travel to the daemon through its executor, locally and on Ray alike)
+    log_text = (root / ".facedrop" / "facedrop.log").read_text()
+    train = next(j for j in jobs if j["kind"] == "train")
+    assert f"job {train['id']} (train): training a2b (lightweight, precision" in log_text
+    assert f"job {train['id']} (train): convolutions: " in log_text
+    assert f"job {train['id']} (train): saved a2b at iteration 60" in log_text
 
 
 def _done_events(root: Path) -> dict[int, int]:
@@ -597,3 +604,33 @@ def test_the_worker_runs_jobs_through_its_executor(tmp_path, astronaut_video):
     assert done["node"] == "local"
     assert list((root / "review" / "alice").rglob("*.png"))
     store.close()
+
+
+def test_a_stage_hands_facedrops_own_log_records_to_the_daemon(tmp_path, monkeypatch):
+    """facedrop's own records (INFO and up) go to the daemon as messages, in order with the
+    stage's progress and outcome, and not to the process's stderr as well; other libraries'
+    records are not sent; the loggers are as before once the stage is over (a Ray worker
+    process runs more than one)."""
+    import logging
+
+    from daemon import stages
+    from daemon.stages import Control, ExtractParams, run_stage
+
+    def stage(params, progress, control):
+        logging.getLogger("hotfolders.training").info("precision %s", "bfloat16")
+        logging.getLogger("hotfolders.training").debug("not at INFO")
+        logging.getLogger("tensorflow").warning("someone else's")
+        progress({"event": "save", "iteration": 1})  # an event: sent at once
+        return {"message": "ok"}
+
+    monkeypatch.setattr(stages, "STAGES", {"extract": stage})
+    monkeypatch.setenv("FACEDROP_VERBOSE", "0")
+    own = logging.getLogger("hotfolders")
+    before = (list(own.handlers), own.level, own.propagate)
+    sent: list[tuple] = []
+    params = ExtractParams(str(tmp_path), str(tmp_path / "a.mp4"), "alice", every_n=1, size=96,
+                           min_size=32)
+    run_stage("extract", params, sent.append, Control())
+    assert [m[0] for m in sent] == ["progress", "log", "progress", "done"]
+    assert sent[1] == ("log", logging.INFO, "hotfolders.training", "precision bfloat16")
+    assert (list(own.handlers), own.level, own.propagate) == before
