@@ -82,14 +82,21 @@ class Listing:
             if ignored(entry.name):
                 continue
             path = Path(entry.path)
+            link = entry.is_symlink()  # from the listing itself: no second look
             try:
-                if entry.is_symlink() and not is_inside(path, self.root):
+                if link and not is_inside(path, self.root):
                     self.ignore(path, "a symbolic link that leads outside the facedrop root; "
                                       "not followed")
                     continue
                 mode = os.stat(path).st_mode  # follows a link that stays inside the root
-            except (OSError, ValueError):
-                self.ignore(path, "a link to nothing (or unreadable)")
+            except FileNotFoundError:
+                if link:
+                    self.ignore(path, "a link to nothing")
+                # else gone since the listing (a training save swapped in, a file moved
+                # away): nothing to say, the next pass sees what is there then
+                continue
+            except (OSError, ValueError) as exc:  # a loop of links, no permission, ...
+                self.ignore(path, f"unreadable ({getattr(exc, 'strerror', None) or exc})")
                 continue
             if stat.S_ISDIR(mode):
                 dirs.append(path)

@@ -31,6 +31,30 @@ def test_candidates_by_folder(tmp_path):
     assert not listing.ignored  # t.toml is that target's own settings, not litter
 
 
+def test_an_entry_gone_since_the_listing_is_not_reported_but_a_dangling_link_is(
+        tmp_path, monkeypatch):
+    """A training save renamed between the folder's listing and its stat is a race, not a
+    problem to report (it was logged as "a link to nothing" at every save); a link whose
+    target is missing is reported."""
+    from daemon import watcher
+
+    (tmp_path / "models/m/save").mkdir(parents=True)
+    (tmp_path / "models/m/model.toml").write_text("x")
+    (tmp_path / "inbox/alice").mkdir(parents=True)
+    (tmp_path / "inbox/alice/gone.mp4").symlink_to(tmp_path / "inbox/alice/missing.mp4")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path).endswith("models/m/save"):  # renamed away by the trainer just now
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(watcher.os, "stat", stat)
+    listing = list_hot_folders(tmp_path)
+    assert {c.path.name for c in listing.candidates} == {"model.toml"}
+    assert listing.ignored == {str(tmp_path / "inbox/alice/gone.mp4"): "a link to nothing"}
+
+
 def test_a_growing_file_is_not_settled(tmp_path):
     path = tmp_path / "f.mp4"
     path.write_bytes(b"a")
