@@ -13,7 +13,11 @@ landmark predictor:
 - expression and pose kept: the landmark error between output and target frames over the
   inter-ocular distance (all 68 points, and the eye corners and nose alone: a swap moves the
   jaw, mouth and brows to B's shape), beside the error of the target against itself
-  re-encoded (what the codec alone costs);
+  re-encoded (what the codec alone costs), and beside two perfect stand-ins for a model: the
+  target's own face cropped to the model's size and pasted back (a floor: what the model's
+  resolution costs before any training), and B's real face pasted in the target's alignment
+  (what a swap that rebuilt B exactly would score: B's eyes, nose and jaw are not where A's
+  are, so a swap that looks like B moves them);
 - noise: the high-frequency energy (variance of the Laplacian) inside the face, output over
   target.
 
@@ -26,6 +30,7 @@ extra (``pip install -e '.[test]'``); facedrop itself never uses it.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import tempfile
@@ -154,6 +159,51 @@ def score(judge: Judge, frames: list[np.ndarray], reference: list[np.ndarray],
                  float(np.mean(errors)), float(np.mean(pose)), float(np.mean(noise)))
 
 
+class PerfectSwap:
+    """Stands in for a trained model in ``convert``: returns each input crop itself (A rebuilt
+    perfectly) or always ``face``, B's real face in the model's alignment (B rebuilt
+    perfectly): what a model that had learnt everything would score."""
+
+    name, trainer, iterations = "perfect", "none", 0
+
+    def __init__(self, trainer: str) -> None:
+        from hotfolders.align import EXTRACT_PADDING
+        from hotfolders.plugins.train import load_trainer
+        from hotfolders.training import DEFAULTS
+
+        plugin = load_trainer(trainer)
+        self.input_size, self.output_size = plugin.INPUT_SIZE, plugin.OUTPUT_SIZE
+        self.coverage, self.padding = float(DEFAULTS["coverage"]), EXTRACT_PADDING
+        self.face: np.ndarray | None = None
+
+    def with_face_of(self, photo: np.ndarray) -> "PerfectSwap":
+        """The same stand-in, always answering with the face in ``photo``, cropped as
+        conversion crops (our own landmarks, area-averaged to the model's size)."""
+        import cv2
+
+        from hotfolders.convert import FaceSwapper, Settings
+        from hotfolders.landmarks import PhotoFaces
+
+        with PhotoFaces(max_faces=1) as finder:
+            found = finder.detect(photo)
+        if not found:
+            raise RuntimeError("no face found in the photo of B")
+        crop, _ = FaceSwapper(self, Settings()).crop(photo, found[0].landmarks)
+        crop = cv2.resize(crop, (self.output_size, self.output_size), interpolation=cv2.INTER_AREA)
+        perfect_b = copy.copy(self)
+        perfect_b.face = crop.astype(np.float32) / 255.0
+        return perfect_b
+
+    def swap(self, crops: np.ndarray, direction: str) -> np.ndarray:
+        import cv2
+
+        if self.face is not None:
+            return np.repeat(self.face[None], len(crops), axis=0)
+        size = (self.output_size, self.output_size)
+        return np.stack([cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops]
+                        ).astype(np.float32) / 255.0
+
+
 def reencode(video: Path, out: Path) -> Path:
     """The target through the encoder once more, as conversion writes it (the codec's cost)."""
     from hotfolders.video import VideoWriter, probe
@@ -250,11 +300,22 @@ def main() -> int:
             return 1
         ref_a, ref_b = photo_a[1], photo_b[1]
         at_target = centres(photo_a[0], to_target)
+        perfect_a = PerfectSwap(args.trainer)
+        perfect_b = perfect_a.with_face_of(load_face("grace"))
+
+        def converted(stand_in: PerfectSwap, name: str) -> list[np.ndarray]:
+            convert(target, work, work / name, model=stand_in)
+            return read(work / name)
+
         baselines = {
             "real B (identity only)": score(judge, real_b, real_b,
                                             centres(photo_b[0], to_real_b), ref_a, ref_b),
             "untouched target (A)": score(judge, read(reencode(target, work / "re.mp4")),
                                           target_frames, at_target, ref_a, ref_b),
+            "perfect: A rebuilt": score(judge, converted(perfect_a, "perfect-a.mp4"),
+                                        target_frames, at_target, ref_a, ref_b),
+            "perfect: B's face pasted": score(judge, converted(perfect_b, "perfect-b.mp4"),
+                                              target_frames, at_target, ref_a, ref_b),
         }
         print(f"{'':28} {'frames':>6} {'nearer B':>9} {'margin':>8} {'landmarks':>10} "
               f"{'pose':>6} {'noise':>7}")
@@ -263,6 +324,11 @@ def main() -> int:
         real_margin = baselines["real B (identity only)"].margin
         codec_error = baselines["untouched target (A)"].landmarks
         codec_pose = baselines["untouched target (A)"].pose
+        for label in ("perfect: A rebuilt", "perfect: B's face pasted"):
+            perfect = baselines[label]
+            print(f"{'':28} {label} at {perfect_a.output_size} px: landmark error "
+                  f"{perfect.landmarks / max(codec_error, 1e-9):.1f}x the codec's, pose points "
+                  f"{perfect.pose / max(codec_pose, 1e-9):.1f}x", flush=True)
         done = 0.0
         for minutes in checkpoints:
             result = train_for(minutes - done, (faces_a, faces_b), work / "model", args.trainer,
@@ -274,11 +340,14 @@ def main() -> int:
             s = score(judge, frames, target_frames, at_target, ref_a, ref_b)
             picture(work / f"swapped-{minutes:g}min.png", target_frames, frames, real_b)
             print(s.row(f"after {minutes:g} min ({result.iterations} it)"), flush=True)
+            pasted = baselines["perfect: B's face pasted"]
             print(f"{'':28} identity margin {s.margin / real_margin:.0%} of a real B's "
                   f"(target >= 50%), landmark error {s.landmarks / max(codec_error, 1e-9):.1f}x "
-                  f"the codec's (<= 1.5x; pose points {s.pose / max(codec_pose, 1e-9):.1f}x), "
-                  f"noise {s.noise:.2f}x the target's (<= 1.5x); "
-                  f"{result.images_per_second:.0f} img/s in {result.precision}, learning rate "
+                  f"the codec's (<= 1.5x; pose points {s.pose / max(codec_pose, 1e-9):.1f}x) and "
+                  f"{s.landmarks / max(pasted.landmarks, 1e-9):.2f}x B's face pasted (pose "
+                  f"points {s.pose / max(pasted.pose, 1e-9):.2f}x), noise {s.noise:.2f}x the "
+                  f"target's (<= 1.5x); {result.images_per_second:.0f} img/s in "
+                  f"{result.precision}, learning rate "
                   f"{read_state(work / 'model')['learning_rate']:g}", flush=True)
         if args.out:
             print(f"model, outputs and pictures (target | output | B) in {work}")

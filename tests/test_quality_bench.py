@@ -69,3 +69,31 @@ def test_identity_landmarks_and_noise_on_known_frames(judge):
     blurred = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames_a]
     assert quality.score(judge, speckled, frames_a, at_a, ref_a, ref_b).noise > 1.5
     assert quality.score(judge, blurred, frames_a, at_a, ref_a, ref_b).noise < 0.5
+
+
+def test_perfect_stand_ins_through_a_real_conversion(judge, tmp_path):
+    """The two references the benchmark prints beside a trained model: A's own face through
+    the model's resolution stays A with a small landmark error; B's real face pasted in the
+    target's alignment is B, its landmarks where B's are rather than where A's were."""
+    from hotfolders.convert import convert
+    from hotfolders.samples import Motion, load_face, make_video
+
+    photo_a, photo_b = judge.face(load_face("astronaut")), judge.face(load_face("grace"))
+    target, to_target = make_video(tmp_path / "target.mp4", "astronaut", seconds=0.8,
+                                   motion=Motion(**quality.HELD_OUT))
+    frames = quality.read(target)
+    at = quality.centres(photo_a[0], to_target)
+    perfect_a = quality.PerfectSwap("lightweight")
+    perfect_b = perfect_a.with_face_of(load_face("grace"))
+    assert perfect_b.face.shape == (64, 64, 3) and perfect_a.face is None
+    scores = {}
+    for name, stand_in in (("a", perfect_a), ("b", perfect_b)):
+        result = convert(target, tmp_path, tmp_path / f"{name}.mp4", model=stand_in)
+        assert result.frames_swapped == result.frames == len(frames)
+        scores[name] = quality.score(judge, quality.read(tmp_path / f"{name}.mp4"), frames, at,
+                                     photo_a[1], photo_b[1])
+    a, b = scores["a"], scores["b"]
+    assert a.frames == b.frames == len(frames[::quality.SAMPLE_EVERY])
+    assert a.nearer_b == 0.0 and a.landmarks < 0.03  # a 64 px face: soft, in place
+    assert b.nearer_b == 1.0 and b.margin > 0.2
+    assert b.landmarks > 2 * a.landmarks  # B's face shape is not A's
