@@ -82,8 +82,9 @@ class Listing:
             if ignored(entry.name):
                 continue
             path = Path(entry.path)
-            link = entry.is_symlink()  # from the listing itself: no second look
+            link = False
             try:
+                link = entry.is_symlink()  # from the listing itself where it can
                 if link and not is_inside(path, self.root):
                     self.ignore(path, "a symbolic link that leads outside the facedrop root; "
                                       "not followed")
