@@ -45,6 +45,7 @@ TRAIN_MASKS = (*MASK_TYPES, "occlusion")
 STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
                             "loss": "mae+dssim"}
+RECOVERIES = 3            # a diverged loss resumes from the last save at half the rate, so often
 EYE_MOUTH_WEIGHT = 3.0    # loss weight of eyes and mouth relative to the rest of the face
 # Adam, beta_1 0.5, beta_2 0.99: faceswap's defaults. A new model steps at its trainer's own
 # LEARNING_RATE; this is the step of models made before trainers declared one
@@ -368,6 +369,24 @@ def _restore(model_dir: Path, loaded_from: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # the stage
 
+def _resume_after_divergence(model_dir: Path, nets: Networks, optimizer, state: dict[str, Any],
+                             learning_rate: float, what: str) -> int:
+    """Reload the newest intact save into ``nets`` and ``optimizer`` and go on at
+    ``learning_rate`` (recorded in ``state``, written at the next save): a loss that blew up
+    costs the steps since that save, not the job. Returns the save's iteration."""
+    saved, folder = load_checkpoint(model_dir, nets, optimizer)
+    optimizer.learning_rate = learning_rate  # after the load, which restores the old one
+    iteration = int(saved["iterations"])
+    state.update({k: v for k, v in saved.items() if k in ("iterations", "history", "best_loss",
+                                                          "best_iteration", "plateau_gain")})
+    state["learning_rate"] = learning_rate
+    state.setdefault("diverged", []).append(
+        {"iteration": iteration, "learning_rate": learning_rate, "at": now()})
+    log.warning("%s: %s; resuming from the save at iteration %d (%s/) at half the learning "
+                "rate, %g", model_dir.name, what, iteration, folder.name, learning_rate)
+    return iteration
+
+
 def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir: str | Path, *,
           trainer: str | None = None, batch_size: int = 16, iterations: int | None = None,
           save_every: int = 250, snapshot_every: int = 25000, keep_snapshots: int = 3,
@@ -388,7 +407,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     improved by less than ``plateau_gain`` (see :func:`loss_gain`); it saves before
     returning. Stopping by itself (plateau or ``iterations``) is recorded in the state as
     ``stopped`` (reason, iteration, gain); training such a model again starts a new stretch
-    whose plateau is measured on its own. ``previews()``, asked at every save, lists
+    whose plateau is measured on its own. A NaN/Inf loss reloads the last save and goes on at
+    half the learning rate, :data:`RECOVERIES` times in a run; once more raises
+    :class:`TrainingDiverged`, the last good save kept. ``previews()``, asked at every save, lists
     ``(target, picture)`` pairs: each target's preview frame, swapped by the current weights,
     is written to its picture (see :mod:`hotfolders.preview`). ``precision = "auto"`` times
     a few steps in float32 and in reduced precision and takes the faster (recorded in the
@@ -513,6 +534,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     la = lb = float("nan")
     gain: float | None = None
     stopped = "iterations"
+    resumes = 0  # times the loss diverged and training went back to the last save
     timed_from, timed_steps = None, 0
     preview_pictures = _PreviewRenderer(previews, nets, state) if previews else None
     total_target = iterations or 0
@@ -574,11 +596,25 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
             la_t, lb_t = step(xa, ya, ma, xb, yb, mb)
             la, lb = float(la_t), float(lb_t)
             if not (math.isfinite(la) and math.isfinite(lb)):
-                raise TrainingDiverged(
-                    model_dir, f"the loss became {la}/{lb} (A/B) at iteration {iteration + 1}; "
-                               f"training stopped and the last good save (iteration "
-                               f"{last_saved}) is kept. Resume with a lower --learning-rate"
-                               + (" or --precision float32" if policy != "float32" else ""))
+                what = f"the loss became {la}/{lb} (A/B) at iteration {iteration + 1}"
+                if resumes >= RECOVERIES or not candidate_saves(model_dir):
+                    raise TrainingDiverged(
+                        model_dir, f"{what}; training stopped and the last good save "
+                                   f"(iteration {last_saved}) is kept"
+                                   + (f" (after {resumes} resumes, each at half the rate)"
+                                      if resumes else "")
+                                   + ". Resume with a lower --learning-rate"
+                                   + (" or --precision float32" if policy != "float32" else ""))
+                learning_rate /= 2
+                iteration = last_saved = _resume_after_divergence(
+                    model_dir, nets, optimizer, state, learning_rate, what)
+                resumes += 1
+                warnings.append(f"{what}; resumed from the save at iteration {iteration} at "
+                                f"half the learning rate ({learning_rate:g})")
+                losses.close()
+                losses = LossLog(model_dir / "loss.csv", iteration)
+                window.clear()
+                continue
             iteration += 1
             if timed_from is None:
                 timed_from = time.perf_counter()  # the first step includes tracing

@@ -264,6 +264,47 @@ def test_nan_loss_stops_and_keeps_the_last_good_save(trained, astronaut_faces, g
     assert load_swap_model(model_dir).iterations == 40
 
 
+def test_a_loss_that_blows_up_resumes_from_the_last_save_at_half_the_rate(
+        trained, astronaut_faces, grace_faces, tmp_path, monkeypatch):
+    """Hands-off: a NaN (here injected into two steps) costs the steps since the last save,
+    not the job. Training reloads that save, halves the learning rate (recorded), and goes
+    on to the end with every iteration in loss.csv exactly once."""
+    from hotfolders import training
+    from hotfolders.model import load_swap_model, read_state
+
+    real_make_step = training.make_step
+    calls = {"n": 0}
+
+    def make_step(*args, **kwargs):
+        step = real_make_step(*args, **kwargs)
+
+        def flaky(*batch):
+            calls["n"] += 1
+            la, lb = step(*batch)
+            return (float("nan"), lb) if calls["n"] in (5, 11) else (la, lb)
+
+        return flaky
+
+    monkeypatch.setattr(training, "make_step", make_step)
+    model_dir = tmp_path / "m"
+    shutil.copytree(trained[0], model_dir)
+    rate = read_state(model_dir)["learning_rate"]
+    result = training.train([astronaut_faces], [grace_faces], model_dir, iterations=50,
+                            batch_size=2, save_every=4, precision="float32")
+    # calls 1-4 are steps 41-44 (saved at 44); call 5 (step 45) blows up: back to 44; calls
+    # 6-10 are steps 45-49 (saved at 48); call 11 (step 50) blows up: back to 48; 12-13: 49-50
+    state = read_state(model_dir)
+    assert result.iterations == state["iterations"] == 50
+    assert state["learning_rate"] == pytest.approx(rate / 4)
+    assert [d["iteration"] for d in state["diverged"]] == [44, 48]
+    resumed = [w for w in result.warnings if "half the learning rate" in w]
+    assert len(resumed) == 2 and "iteration 45; resumed from the save at iteration 44" in resumed[0]
+    rows = (model_dir / "loss.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 51))
+    assert all("nan" not in r for r in rows)
+    assert load_swap_model(model_dir).iterations == 50
+
+
 def test_settings_are_frozen(trained, astronaut_faces, grace_faces, tmp_path):
     from hotfolders.training import train
 
