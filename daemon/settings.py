@@ -296,7 +296,7 @@ SETTINGS: tuple[Setting, ...] = (
       "occlusion; about 4 minutes on a 2-core CPU, once per cleaned set)",
       check=between(10, 10**6)),
     S("train", "learning_rate", AUTO, 'Adam\'s learning rate; "auto": the model\'s own, for a '
-      "new model its trainer's (lightweight 1.5e-4, original and dfaker 5e-5); lower it if the "
+      "new model its trainer's (lightweight 3e-4, original and dfaker 5e-5); lower it if the "
       "loss diverges", types=(float, str), check=_learning_rate, places=ROOT_AND_MODEL,
       option=True),
     S("train", "window", "always", 'e.g. "22:00-07:00": train only then; outside it training '

@@ -81,7 +81,7 @@ def test_loss_goes_down_and_files_appear(trained):
     assert (state["coverage"], state["padding"], state["mask"], state["loss"]) == (
         0.85, 0.5, "extended", "mae+dssim")
     assert [h[0] for h in state["history"]] == [20, 40]
-    assert state["learning_rate"] == 1.5e-4  # a new model steps at its trainer's own rate
+    assert state["learning_rate"] == 3e-4  # a new model steps at its trainer's own rate
 
 
 def test_a_model_resumes_at_its_own_learning_rate(trained, astronaut_faces, grace_faces,
