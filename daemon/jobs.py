@@ -316,15 +316,15 @@ class Worker:
                 last_heard = time.monotonic()
                 if message[0] == "progress":
                     self._progress(job, message[1])
-                    continue
-                if message[0] == "log":
+                elif message[0] == "log":
                     _, level, name, text = message
                     logging.getLogger(name).log(level, "job %d (%s): %s", job_id, kind, text)
-                    continue
-                outcome = message
+                else:
+                    outcome = message
+                    break
+            elif not run.alive():
                 break
-            if not run.alive():
-                break
+            # whether messages came or not: a busy stage must still hear a stop request
             if placed and now - last_heard > stall:
                 run.kill()
                 outcome = ("failed", f"the {kind} process stopped reporting progress for "

@@ -634,3 +634,51 @@ def test_a_stage_hands_facedrops_own_log_records_to_the_daemon(tmp_path, monkeyp
     assert [m[0] for m in sent] == ["progress", "log", "progress", "done"]
     assert sent[1] == ("log", logging.INFO, "hotfolders.training", "precision bfloat16")
     assert (list(own.handlers), own.level, own.propagate) == before
+
+
+def test_a_stage_that_reports_without_pause_still_hears_the_stop_request(tmp_path):
+    """A training that sends a message on every look (progress, log lines) must not starve
+    the worker's own checks: on shutdown the stop request goes out and the job is queued
+    again, instead of training on to its last iteration while the daemon waits."""
+    from daemon.config import Config
+    from daemon.jobs import Worker
+    from daemon.store import Store
+
+    class Chatty:
+        where = "local"
+
+        def __init__(self) -> None:
+            self.stop_heard = False
+            self.sent = 0
+
+        def receive(self, timeout):
+            self.sent += 1
+            if self.stop_heard:
+                return ("done", {"message": "stopped", "iterations": self.sent,
+                                 "stopped_because": "stop request"})
+            if self.sent > 5000:
+                return ("done", {"message": "ran to the end", "iterations": self.sent,
+                                 "stopped_because": "iterations"})
+            return ("log", 20, "hotfolders.training", f"step {self.sent}") if self.sent % 2 \
+                else ("progress", {"done": self.sent, "total": 5000})
+
+        def send(self, message):
+            self.stop_heard = self.stop_heard or message == "stop"
+
+        def alive(self):
+            return True
+
+        def finish(self, timeout):
+            return 0
+
+    store = Store(tmp_path / "state.db")
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    job = store.add_job("train", tmp_path / "models" / "m", person="m")
+    worker = Worker(Config(root=tmp_path), store, lambda j: None)
+    worker._start(store.job(job), None)
+    run = Chatty()
+    worker.stopping.set()
+    worker._run(store.job(job), None, run=run)  # a run already started (as after a restart)
+    assert run.stop_heard and run.sent < 100
+    assert store.job(job)["status"] == "queued"
+    store.close()
