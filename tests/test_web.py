@@ -632,7 +632,9 @@ def test_demo_runs_the_pipeline_and_the_daemon_serves_this_page(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "demo", "--root", str(root), "--port", str(port),
          "--minutes", "0.1", "--seconds", "3", "--timeout", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Ctrl-C works even where this runs as a background job, which ignores SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     result_seen = threading.Event()
 
