@@ -328,8 +328,9 @@ class ForwardLog(logging.Handler):
 
 def _forward_own_logs(send: Callable[[tuple], None]) -> Callable[[], None]:
     """Route facedrop's loggers to the daemon instead of stderr; returns the undo."""
-    verbose = os.environ.get("FACEDROP_VERBOSE") == "1"
-    handler = ForwardLog(send, logging.DEBUG if verbose else logging.INFO)
+    from hotfolders.quiet import is_verbose
+
+    handler = ForwardLog(send, logging.DEBUG if is_verbose() else logging.INFO)
     loggers = [logging.getLogger(name) for name in OWN_LOGGERS]
     before = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
