@@ -91,7 +91,13 @@ def build_root(root: Path, astronaut_faces: Path, grace_faces: Path) -> Path:
         "output_size": 64, "coverage": 0.85, "iterations": 750, "last_loss": [0.04, 0.05],
         "loss_log": "loss.csv", "precision": "mixed_bfloat16", "precision_setting": "auto",
         "precision_choice": {"chosen": "mixed_bfloat16", "images_per_second": {
-            "float32": 105.2, "mixed_bfloat16": 143.4}}}), encoding="utf-8")
+            "float32": 105.2, "mixed_bfloat16": 143.4}},
+        "learning_rate": 7.5e-5,
+        # the trainer's record of a loss that blew up; the junk entries are left out
+        "diverged": [{"iteration": 500, "learning_rate": 1.5e-4, "at": "2026-12-01T10:00:00Z"},
+                     "<script>alert(1)</script>", {"iteration": "<b>", "learning_rate": 1},
+                     {"iteration": 750, "learning_rate": 7.5e-5, "at": 5}]}),
+        encoding="utf-8")
     write_loss_csv(model / "loss.csv", 750)
     from hotfolders.coverage import coverage, report_json
 
@@ -210,6 +216,9 @@ def test_page_renders_every_section(client, root):
     assert "/file/models/demo/timelapse/00000750.jpg" in html
     assert "snapshots/00000500" in html and "750" in html
     assert "bfloat16 (measured: float32 105 img/s, bfloat16 143 img/s)" in html
+    assert "learning rate <b data-field=\"learning-rate\">7.5e-05</b>" in html
+    assert ("The loss blew up 2 times; each time training went back to its last save at half "
+            "the learning rate:\n      iteration 500 at 0.00015, iteration 750 at 7.5e-05.") in html
     # outputs with manifest, failures with their reason
     assert "/file/output/demo/alice_swapped.mp4" in html and "synthetic" in html
     assert "cdcdcdcdcdcd" in html
@@ -262,6 +271,10 @@ def test_api_status_schema(client):
     assert m["trainer"] == "lightweight" and m["iterations"] == 750
     assert m["precision"] == {"policy": "bfloat16", "setting": "auto",
                               "images_per_second": {"float32": 105.2, "bfloat16": 143.4}}
+    assert m["learning_rate"] == 7.5e-5
+    assert m["diverged"] == [
+        {"iteration": 500, "learning_rate": 1.5e-4, "at": "2026-12-01T10:00:00Z"},
+        {"iteration": 750, "learning_rate": 7.5e-5, "at": None}]
     assert m["loss_points"] == 750 and 0 < m["loss"]["a"] < 0.1 and 0 < m["loss"]["b"] < 0.1
     assert [f["iterations"] for f in m["timelapse"]] == [250, 500, 750]
     assert [sn["iterations"] for sn in m["snapshots"]] == [500]
@@ -491,6 +504,8 @@ SCHEMA = {
                 "progress": (float, None), "loss": {"a": (float, None), "b": (float, None)},
                 "loss_points": int, "chart_url": str,
                 "precision": {"policy": str, "setting": (str, None), "images_per_second": dict},
+                "learning_rate": (float, None),
+                "diverged": [{"iteration": int, "learning_rate": float, "at": (str, None)}],
                 "timelapse": [{"iterations": int, "url": str}],
                 "snapshots": [{"iterations": int, "name": str, "modified": (str, None)}]}],
     "outputs": [{"model": str, "name": str, "url": str, "size": int, "modified": (str, None),

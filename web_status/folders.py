@@ -272,6 +272,8 @@ def models(root: Path) -> list[dict[str, Any]]:
             "iterations": int(iterations) if isinstance(iterations, (int, float)) else None,
             "saved_loss": _pair(state.get("last_loss")),
             "precision": _precision(state),
+            "learning_rate": _number(state.get("learning_rate")),
+            "diverged": _divergences(state.get("diverged")),
             "saved": iso(_mtime(folder / folder.STATE)) if state else None,
             "has_loss": folder.loss_log.is_file(),
             "timelapse": timelapse,
@@ -298,6 +300,28 @@ def _precision(state: dict[str, Any]) -> dict[str, Any] | None:
     return {"policy": label(policy),
             "setting": setting if isinstance(setting, str) else None,
             "images_per_second": measured if setting == "auto" else {}}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _divergences(value: Any, keep: int = 10) -> list[dict[str, Any]]:
+    """The times the loss blew up and training went back to a save at a lower rate (the
+    trainer's ``diverged`` list), newest last: only numbers and a time, checked, at most
+    ``keep``."""
+    out = []
+    for d in value if isinstance(value, list) else []:
+        if not isinstance(d, dict):
+            continue
+        iteration, rate = _number(d.get("iteration")), _number(d.get("learning_rate"))
+        if iteration is None or rate is None:
+            continue
+        at = d.get("at")
+        out.append({"iteration": int(iteration), "learning_rate": rate,
+                    "at": at if isinstance(at, str) else None})
+    return out[-keep:]
 
 
 def _pair(value: Any) -> dict[str, float] | None:
