@@ -328,18 +328,26 @@ def _prune_snapshots(folder: Path, keep: int) -> None:
 def _coverage_check(a_dirs, b_dirs, model_dir: Path) -> str | None:
     """Warn when B's faces do not cover A's poses; leave coverage.json/.png for the status page.
 
-    The check is advice: any failure only skips it.
+    The check is advice: any failure only skips it. The full warning is logged when the
+    report is new; a resume with the same faces logs one line, not the same paragraph again.
     """
     from .coverage import coverage, report_json
 
+    path = model_dir / "coverage.json"
     try:
         report = coverage(list(a_dirs), list(b_dirs), out_image=model_dir / "coverage.png")
-        atomic.write_text(model_dir / "coverage.json", report_json(report), durable=False)
+        new = report_json(report)
+        unchanged = path.is_file() and path.read_text(encoding="utf-8") == new
+        atomic.write_text(path, new, durable=False)
     except Exception as exc:  # the check is advice; it never blocks training
         log.debug("pose coverage check skipped: %s", exc)
         return None
     if report.missing_regions:
         text = report.describe()
+        if unchanged:
+            log.info("B's faces still do not cover all of A's poses (%s, as at the last start)",
+                     path)
+            return text
         log.warning("B's faces do not cover all of A's poses; expect weak swaps there:")
         for line in text.splitlines():  # one record a line: a log line never holds a newline
             log.warning("  %s", line)

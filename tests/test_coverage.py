@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -134,6 +135,30 @@ def test_expressions_b_lacks(astronaut_faces, grace_faces):
     assert "B has no faces with mouth open" in report.describe()
     reverse = coverage(grace_faces, astronaut_faces)
     assert [r.level for r in reverse.missing_regions if r.kind == "mouth"] == ["closed"]
+
+
+def test_training_warns_once_per_new_report_not_at_every_resume(astronaut_faces, grace_faces,
+                                                                tmp_path, caplog):
+    from hotfolders.training import _coverage_check
+
+    def check() -> tuple[str | None, list[logging.LogRecord]]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hotfolders"):
+            note = _coverage_check([astronaut_faces], [grace_faces], tmp_path)
+        return note, [r for r in caplog.records if "cover" in r.getMessage()
+                      or "mouth" in r.getMessage()]
+
+    note, first = check()
+    assert "B has no faces with mouth open" in note
+    assert len(first) > 1 and {r.levelno for r in first} == {logging.WARNING}
+    assert any("mouth open" in r.getMessage() for r in first)
+    assert json.loads((tmp_path / "coverage.json").read_text())["missing_regions"]
+    note_again, again = check()  # a resume with the same faces
+    assert note_again == note  # the result still carries it
+    assert [r.levelno for r in again] == [logging.INFO]
+    assert "still do not cover" in again[0].getMessage()
+    (tmp_path / "coverage.json").write_text("{}")  # faces changed since: the full warning again
+    assert {r.levelno for r in check()[1]} == {logging.WARNING}
 
 
 def test_a_persons_folder_with_one_folder_per_source(turning_faces, astronaut_faces,
