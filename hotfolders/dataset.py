@@ -205,7 +205,7 @@ def _random_inverse_affines(rng: np.random.Generator, n: int, size: int) -> np.n
     flip = np.where(rng.random(n) < FLIP_CHANCE, -1.0, 1.0)
     c = (size - 1) / 2.0
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    inv = np.empty((n, 2, 3))
+    inv = np.empty((n, 2, 3), np.float32)
     # source = F(R^-1 (target - c - shift) + c), F flipping x about the centre when chosen
     inv[:, 0, 0], inv[:, 0, 1] = flip * cos, flip * -sin
     inv[:, 1, 0], inv[:, 1, 1] = sin, cos
@@ -235,8 +235,9 @@ def augment(faces: FaceSet, index: Sequence[int], rng: np.random.Generator, inpu
             warp_input: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One batch as uint8: (distorted inputs, clean targets, maps) — TF casts them itself.
 
-    The random numbers and the remap coordinates are made for the whole batch at once; only
-    the three ``remap`` calls per face are per face.
+    The random numbers and the input's remap coordinates (float32) are made for the whole
+    batch at once; the target and its maps, which the affine alone moves, need no coordinates:
+    ``warpAffine`` takes the matrix. Only the three OpenCV calls per face are per face.
     """
     import cv2
 
@@ -245,28 +246,23 @@ def augment(faces: FaceSet, index: Sequence[int], rng: np.random.Generator, inpu
     n = len(index)
     images = _colour_jitter(faces.images[index], rng)
     inv = _random_inverse_affines(rng, n, size)
-    xs, ys = _grid(size)
-    # target: source coordinates of each target pixel under the affine alone
-    tx = inv[:, 0, 0, None, None] * xs + inv[:, 0, 1, None, None] * ys + inv[:, 0, 2, None, None]
-    ty = inv[:, 1, 0, None, None] * xs + inv[:, 1, 1, None, None] * ys + inv[:, 1, 2, None, None]
-    tx, ty = tx.astype(np.float32), ty.astype(np.float32)
-    if warp_input:  # input: first the grid offsets, then the same affine
+    if warp_input:  # input: first the grid offsets, then the same affine, as remap coordinates
+        xs, ys = _grid(size)
         off = _grid_offsets(rng, n, size)
         wx, wy = xs + off[:, 0], ys + off[:, 1]
         ix = inv[:, 0, 0, None, None] * wx + inv[:, 0, 1, None, None] * wy + inv[:, 0, 2, None, None]
         iy = inv[:, 1, 0, None, None] * wx + inv[:, 1, 1, None, None] * wy + inv[:, 1, 2, None, None]
-        ix, iy = ix.astype(np.float32), iy.astype(np.float32)
-    else:
-        ix, iy = tx, ty
     x_out = np.empty((n, input_size, input_size, 3), np.uint8)
     y_out = np.empty((n, size, size, 3), np.uint8)
     m_out = np.empty((n, size, size, 2), np.uint8)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # inv maps target pixels to the source
     for j, i in enumerate(index):
-        y_out[j] = cv2.remap(images[j], tx[j], ty[j], cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
-        m_out[j] = cv2.remap(faces.maps[i], tx[j], ty[j], cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        x = cv2.remap(images[j], ix[j], iy[j], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        y_out[j] = cv2.warpAffine(images[j], inv[j], (size, size), flags=flags,
+                                  borderMode=cv2.BORDER_REFLECT)
+        m_out[j] = cv2.warpAffine(faces.maps[i], inv[j], (size, size), flags=flags,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        x = (cv2.remap(images[j], ix[j], iy[j], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+             if warp_input else y_out[j])
         if input_size != size:
             x = cv2.resize(x, (input_size, input_size), interpolation=cv2.INTER_AREA)
         x_out[j] = x
