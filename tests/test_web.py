@@ -96,6 +96,7 @@ def build_root(root: Path, astronaut_faces: Path, grace_faces: Path) -> Path:
         # the trainer's record of a loss that blew up; the junk entries are left out
         "diverged": [{"iteration": 500, "learning_rate": 1.5e-4, "at": "2026-12-01T10:00:00Z"},
                      "<script>alert(1)</script>", {"iteration": "<b>", "learning_rate": 1},
+                     {"iteration": float("nan"), "learning_rate": 1e-4},
                      {"iteration": 750, "learning_rate": 7.5e-5, "at": 5}]}),
         encoding="utf-8")
     write_loss_csv(model / "loss.csv", 750)

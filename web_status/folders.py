@@ -10,6 +10,7 @@ malformed JSON file is skipped, never fatal.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -303,8 +304,9 @@ def _precision(state: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else None
+    """A finite JSON number as float, anything else (bool, NaN, a string) as None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _divergences(value: Any, keep: int = 10) -> list[dict[str, Any]]:
