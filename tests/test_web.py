@@ -217,9 +217,9 @@ def test_page_renders_every_section(client, root):
     assert "/file/models/demo/timelapse/00000750.jpg" in html
     assert "snapshots/00000500" in html and "750" in html
     assert "bfloat16 (measured: float32 105 img/s, bfloat16 143 img/s)" in html
-    assert "learning rate <b data-field=\"learning-rate\">7.5e-05</b>" in html
+    assert "learning rate <b data-field=\"learning-rate\">7.5e-5</b>" in html
     assert ("The loss blew up 2 times; each time training went back to its last save at half "
-            "the learning rate:\n      iteration 500 at 0.00015, iteration 750 at 7.5e-05.") in html
+            "the learning rate:\n      iteration 500 at 1.5e-4, iteration 750 at 7.5e-5.") in html
     # outputs with manifest, failures with their reason
     assert "/file/output/demo/alice_swapped.mp4" in html and "synthetic" in html
     assert "cdcdcdcdcdcd" in html
@@ -769,3 +769,11 @@ def test_swapped_photos_are_listed_with_their_manifest(tmp_path):
     assert photo["manifest_path"] == "output/m/portrait_swapped.provenance.json"
     assert photo["summary"]["input"] == "portrait.jpg"
     assert listed["clip_swapped.mp4"]["manifest"] is None
+
+
+@pytest.mark.parametrize("value, text", [(3e-4, "3e-4"), (1.5e-4, "1.5e-4"), (7.5e-5, "7.5e-5"),
+                                         (1.25e-5, "1.25e-5"), ("x", "–"), (None, "–")])
+def test_learning_rates_read_as_people_write_them(value, text):
+    from web_status.fmt import rate
+
+    assert rate(value) == text

@@ -66,6 +66,15 @@ def loss(value: Any) -> str:
         return "–"
 
 
+def rate(value: Any) -> str:
+    """A learning rate as people write it: 3e-4, 1.5e-4, 7.5e-5."""
+    try:
+        mantissa, exponent = f"{float(value):.2e}".split("e")
+    except (TypeError, ValueError):
+        return "–"
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def filesize(value: Any) -> str:
     try:
         size = float(value)
