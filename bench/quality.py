@@ -26,6 +26,7 @@ error <= 1.5x the re-encoding error, noise <= 1.5x the target's. dlib comes from
 extra (``pip install -e '.[test]'``); facedrop itself never uses it.
 
     python bench/quality.py [--minutes 10,30,60] [--trainer lightweight] [--out DIR]
+    python bench/quality.py --minutes 45,60 --warp-off 45   # the warp off for the last 15
 """
 from __future__ import annotations
 
@@ -240,7 +241,7 @@ def centres(photo_face: np.ndarray, matrices: list[np.ndarray]) -> list[np.ndarr
 
 
 def train_for(minutes: float, faces: tuple[Path, Path], model: Path, trainer: str,
-              learning_rate: float | None):
+              learning_rate: float | None, warp: str = "always"):
     """Train (resuming) for ``minutes`` of wall time, then save."""
     from hotfolders.training import train
 
@@ -249,9 +250,16 @@ def train_for(minutes: float, faces: tuple[Path, Path], model: Path, trainer: st
     timer.start()
     try:
         return train([faces[0]], [faces[1]], model, trainer=trainer, stop_event=stop,
-                     save_every=500, snapshot_every=0, learning_rate=learning_rate)
+                     save_every=500, snapshot_every=0, learning_rate=learning_rate,
+                     warp=warp)
     finally:
         timer.cancel()
+
+
+def describe_warp(model: Path) -> str:
+    """", no warp from N" once ``--warp until-plateau`` turned the warp off at iteration N."""
+    off = read_state(model).get("warp_off_from")
+    return f", no warp from {off}" if off is not None else ""
 
 
 def picture(path: Path, target: list[np.ndarray], output: list[np.ndarray],
@@ -271,6 +279,11 @@ def main() -> int:
     parser.add_argument("--trainer", default="lightweight")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="Adam's step (default: the trainer's own LEARNING_RATE)")
+    parser.add_argument("--warp", default="always", choices=("always", "until-plateau", "never"),
+                        help="the random warp of the input faces (facedrop train --warp)")
+    parser.add_argument("--warp-off", type=float, default=None, metavar="MINUTES",
+                        help="train without the random warp from this minute on (a checkpoint "
+                             "is added there)")
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="length of each person's training clip (25 faces a second)")
     parser.add_argument("--out", type=Path, default=None,
@@ -278,7 +291,8 @@ def main() -> int:
     args = parser.parse_args()
     quiet.silence(False)
     quiet.filter_native_stderr()
-    checkpoints = sorted(float(m) for m in args.minutes.split(","))
+    checkpoints = sorted({float(m) for m in args.minutes.split(",")}
+                         | ({args.warp_off} if args.warp_off else set()))
     try:
         judge = Judge()
     except ImportError as exc:
@@ -331,15 +345,18 @@ def main() -> int:
                   f"{perfect.pose / max(codec_pose, 1e-9):.1f}x", flush=True)
         done = 0.0
         for minutes in checkpoints:
+            warp = "never" if args.warp_off is not None and done >= args.warp_off else args.warp
             result = train_for(minutes - done, (faces_a, faces_b), work / "model", args.trainer,
-                               args.learning_rate)
+                               args.learning_rate, warp)
             done = minutes
             out = work / f"swapped-{minutes:g}min.mp4"
             convert(target, work / "model", out)
             frames = read(out)
             s = score(judge, frames, target_frames, at_target, ref_a, ref_b)
             picture(work / f"swapped-{minutes:g}min.png", target_frames, frames, real_b)
-            print(s.row(f"after {minutes:g} min ({result.iterations} it)"), flush=True)
+            print(s.row(f"after {minutes:g} min ({result.iterations} it)"
+                        + (f", no warp from {args.warp_off:g} min" if warp != args.warp
+                           else describe_warp(work / "model"))), flush=True)
             pasted = baselines["perfect: B's face pasted"]
             print(f"{'':28} identity margin {s.margin / real_margin:.0%} of a real B's "
                   f"(target >= 50%), landmark error {s.landmarks / max(codec_error, 1e-9):.1f}x "

@@ -58,6 +58,7 @@ _face_select = registry("hotfolders.plugins.convert", "FACE_SELECT")
 _losses = registry("hotfolders.training", "LOSSES")
 _precisions = registry("hotfolders.precision", "PRECISIONS")
 _stops = registry("hotfolders.training", "STOPS")
+_warps = registry("hotfolders.training", "WARPS")
 _convert_masks = registry("hotfolders.convert", "CONVERT_MASKS")
 _frozen = registry("hotfolders.model", "FROZEN")
 
@@ -299,6 +300,12 @@ SETTINGS: tuple[Setting, ...] = (
       "new model its trainer's (lightweight 3e-4, original and dfaker 5e-5); lower it if the "
       "loss diverges", types=(float, str), check=_learning_rate, places=ROOT_AND_MODEL,
       option=True),
+    S("train", "warp", "always", "random warp of the input faces, which teaches the model to "
+      "rebuild a face rather than copy it; until-plateau: warp until the loss stops improving "
+      "(plateau_gain) or 3/4 of max_iterations are done, then train on without it, as "
+      "faceswap advises for the end of training (to bring out detail); never: faceswap warns "
+      "that training without it from the start is likely to ruin a model", choices=_warps,
+      places=ROOT_AND_MODEL, option=True),
     S("train", "window", "always", 'e.g. "22:00-07:00": train only then; outside it training '
       "pauses with a save", check=_window),
     # -- conversion (targets/)

@@ -334,9 +334,9 @@ class Batches:
 
 
 def batches(a: FaceSet, b: FaceSet, batch_size: int, input_size: int, seed: int = 0,
-            prefetch: int = 4) -> Batches:
+            prefetch: int = 4, warp_input: bool = True) -> Batches:
     """See :class:`Batches`."""
-    return Batches(a, b, batch_size, input_size, seed, prefetch)
+    return Batches(a, b, batch_size, input_size, seed, prefetch, warp_input)
 
 
 def sample_indices(n: int, count: int = 7) -> list[int]:

@@ -43,6 +43,11 @@ LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
 # each person's occlusion network beside their approved sets: facedrop mask train)
 TRAIN_MASKS = (*MASK_TYPES, "occlusion")
 STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
+# the random warp of the input faces: always, never, or until the loss plateaus or training is
+# WARP_OFF_SHARE of the way to its iteration cap (then a stretch without it sharpens the faces:
+# DeepFaceLab's and faceswap's advice to turn the warp off once the model has trained enough)
+WARPS = ("always", "until-plateau", "never")
+WARP_OFF_SHARE = 0.75
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
                             "loss": "mae+dssim"}
 RECOVERIES = 3            # a diverged loss resumes from the last save at half the rate, so often
@@ -245,6 +250,11 @@ def loss_gain(history: Sequence[Sequence[float]], since: int = 0) -> float | Non
 # ---------------------------------------------------------------------------------------------
 # helpers
 
+def _warping(warp: str, state: dict[str, Any]) -> bool:
+    """Whether the input faces are randomly warped now (see :data:`WARPS`)."""
+    return warp == "always" or (warp == "until-plateau" and state.get("warp_off_from") is None)
+
+
 class _PreviewRenderer:
     """Renders the waiting targets' preview frames at each save (hotfolders.preview) with the
     weights being trained. A preview that fails is logged; it never stops training."""
@@ -387,6 +397,11 @@ def _resume_after_divergence(model_dir: Path, nets: Networks, optimizer, state: 
     iteration = int(saved["iterations"])
     state.update({k: v for k, v in saved.items() if k in ("iterations", "history", "best_loss",
                                                           "best_iteration", "plateau_gain")})
+    for key in ("stretch_from", "warp_off_from"):  # as they were at that save
+        if key in saved:
+            state[key] = saved[key]
+        else:
+            state.pop(key, None)
     state["learning_rate"] = learning_rate
     state.setdefault("diverged", []).append(
         {"iteration": iteration, "learning_rate": learning_rate, "at": now()})
@@ -402,7 +417,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
           timelapse_b: Sequence[str | Path] | None = None, precision: str = "auto",
           mask: str | None = None, loss: str | None = None, coverage: float | None = None,
           stop: str = "iterations", plateau_gain: float = PLATEAU_GAIN,
-          learning_rate: float | None = None,
+          learning_rate: float | None = None, warp: str = "always",
           callback: Callback | None = None, stop_event: threading.Event | None = None,
           progress: Progress | None = None, seed: int | None = None,
           previews: Callable[[], list[tuple[Path, Path]]] | None = None) -> TrainResult:
@@ -428,7 +443,11 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     repeatable: the augmentation and, for a new model, the initial weights (default: the
     augmentation is seeded by the iteration count, the weights at random).
     ``learning_rate`` None: the model's own (recorded in its state), for a new model its
-    trainer's ``LEARNING_RATE``.
+    trainer's ``LEARNING_RATE``. ``warp`` (see :data:`WARPS`): ``until-plateau`` trains on
+    randomly warped input faces until the loss gains less than ``plateau_gain`` or the
+    iteration reaches :data:`WARP_OFF_SHARE` of ``iterations``, records that iteration in the
+    state as ``warp_off_from`` and goes on without the warp (a new stretch, whose plateau is
+    measured on its own); a model that stopped by itself warps again in its next stretch.
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -462,6 +481,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if stop not in STOPS:
         raise ValueError(f"stop must be one of {', '.join(STOPS)}")
+    if warp not in WARPS:
+        raise ValueError(f"warp must be one of {', '.join(WARPS)}")
     if model_dir.is_dir() and not os.access(model_dir, os.W_OK | os.X_OK):
         raise InputError(model_dir, "model folder is not writable")
     plugin = load_trainer(trainer_name)
@@ -528,15 +549,19 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if state.get("stopped"):  # it had stopped by itself: this is a new stretch
         state["stopped"] = None
         state["stretch_from"] = start_iter
-    stretch_from = int(state.get("stretch_from") or 0)
+        state.pop("warp_off_from", None)  # new faces or a higher cap: warp again until plateau
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
     log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
              model_dir.name, trainer_name, describe_precision(measured) if measured else
              f"{policy} as set", start_iter, len(faces_a), len(faces_b))
     log.info("convolutions: %s", describe_convolutions(convolutions))
+    warping = _warping(warp, state)
+    if not warping and warp == "until-plateau":
+        log.info("%s trains without the random warp (since iteration %d, when the loss "
+                 "stopped improving with it)", model_dir.name, state["warp_off_from"])
     data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
-                   seed=seed if seed is not None else start_iter)
+                   seed=seed if seed is not None else start_iter, warp_input=warping)
     iteration = last_saved = start_iter
     window: list[tuple[float, float]] = []
     la = lb = float("nan")
@@ -561,15 +586,26 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                      faces=[len(faces_a), len(faces_b)])
         if window:
             state["history"].append([iteration, round(mean_a, 6), round(mean_b, 6)])
+        stretch_from = int(state.get("stretch_from") or 0)
         gain = loss_gain(state["history"], since=stretch_from)
         state["plateau_gain"] = gain
-        if stop == "plateau" and gain is not None and gain < plateau_gain:
+        plateaued = gain is not None and gain < plateau_gain
+        capped = iterations is not None and iteration >= iterations
+        late = iterations is not None and iteration >= WARP_OFF_SHARE * iterations
+        if warp == "until-plateau" and _warping(warp, state) and (plateaued or late) and not capped:
+            state["warp_off_from"] = state["stretch_from"] = iteration
+            log.info("%s: %s; training on without the random warp from iteration %d, to "
+                     "sharpen the faces", model_dir.name,
+                     f"the loss gained only {gain:.1%} with it" if plateaued else
+                     f"{WARP_OFF_SHARE:.0%} of the {iterations} iterations are done", iteration)
+            plateaued = False
+        if stop == "plateau" and plateaued:
             state["stopped"] = {"reason": "plateau", "iteration": iteration, "gain": gain,
                                 "threshold": plateau_gain, "at": now(),
                                 "window": max(PLATEAU_MIN_SAVES, int(
                                     sum(h[0] > stretch_from for h in state["history"])
                                     * PLATEAU_SHARE))}
-        elif iterations is not None and iteration >= iterations:
+        elif capped:
             state["stopped"] = {"reason": "iterations", "iteration": iteration,
                                 "max_iterations": iterations, "at": now()}
         losses.flush()
@@ -600,6 +636,11 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
             if stop_event is not None and stop_event.is_set():
                 stopped = "stop request"
                 break
+            if warping != _warping(warp, state):  # switched off at a save, or back on by
+                warping = not warping                # a divergence that reloaded an older save
+                data.close()
+                data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
+                               seed=seed if seed is not None else iteration, warp_input=warping)
             (xa, ya, ma), (xb, yb, mb) = next(data)
             la_t, lb_t = step(xa, ya, ma, xb, yb, mb)
             la, lb = float(la_t), float(lb_t)

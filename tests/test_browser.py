@@ -249,7 +249,7 @@ def test_status_page_in_chromium(served_root, browser):  # browser closes before
     assert "<script>alert(1)<script>_swapped.mp4" in text and "<i>carol<i> holiday.mp4" in text
     assert js("document.querySelectorAll('main script, main i, main u').length") == 0
     # the model's learning rate, and the loss that blew up, are on show (not hidden by styles)
-    assert "learning rate 7.5e-5" in text
+    assert "learning rate 7.5e-5" in text and "random warp off since 600" in text
     assert js("(() => { const w = document.querySelector('[data-field=diverged]');"
               " return w && w.offsetHeight > 0 ? w.innerText : ''; })()").startswith(
         "The loss blew up 2 times")

@@ -492,6 +492,60 @@ def test_plateau_stop_is_recorded_and_a_new_stretch_is_measured_on_its_own(
                                                 "reason": "iterations", "max_iterations": 36}
 
 
+def test_until_plateau_warps_until_the_loss_plateaus_then_trains_on_without_the_warp(
+        tmp_path, astronaut_faces, grace_faces, monkeypatch):
+    """warp = "until-plateau": the first plateau (a loose 90 %, so at the first chance: 16)
+    turns the random warp off and starts a new stretch, recorded in the state; a restart in
+    that stretch stays without the warp; the second plateau stops the model; its next
+    stretch (a higher cap) warps again, until 3/4 of the cap when that comes first."""
+    from hotfolders import training
+    from hotfolders.model import read_state
+
+    made: list[tuple[int, bool]] = []
+    real_batches = training.batches
+
+    def batches(*args, **kwargs):
+        made.append((kwargs["seed"], kwargs["warp_input"]))
+        return real_batches(*args, **kwargs)
+
+    monkeypatch.setattr(training, "batches", batches)
+    model_dir = tmp_path / "m"
+    stop = threading.Event()
+    common = dict(batch_size=2, save_every=2, snapshot_every=0, precision="float32", seed=None,
+                  stop="plateau", plateau_gain=0.9, warp="until-plateau")
+
+    def stop_at_20(event: dict) -> None:
+        if event.get("iteration") == 20:
+            stop.set()
+
+    first = training.train([astronaut_faces], [grace_faces], model_dir, iterations=200,
+                           stop_event=stop, callback=stop_at_20, **common)
+    assert (first.stopped_because, first.iterations) == ("stop request", 20)
+    state = read_state(model_dir)
+    assert (state["warp_off_from"], state["stretch_from"]) == (16, 16) and not state.get("stopped")
+    assert made == [(0, True), (16, False)]  # the switch, at the save that saw the plateau
+
+    made.clear()
+    second = training.train([astronaut_faces], [grace_faces], model_dir, iterations=200, **common)
+    assert (second.start_iteration, second.stopped_because, second.iterations) == (
+        20, "plateau", 32)  # 16 + two windows of 4 saves, measured from 16
+    assert made == [(20, False)]
+    state = read_state(model_dir)
+    assert state["warp_off_from"] == 16 and state["stopped"]["iteration"] == 32
+
+    made.clear()
+    third = training.train([astronaut_faces], [grace_faces], model_dir, iterations=34, **common)
+    assert (third.stopped_because, third.iterations) == ("iterations", 34)
+    assert made == [(32, True)] and "warp_off_from" not in read_state(model_dir)
+    made.clear()  # 3/4 of the way to the cap (33 of 44) comes before the plateau here
+    fourth = training.train([astronaut_faces], [grace_faces], model_dir, iterations=44, **common)
+    assert (fourth.stopped_because, fourth.iterations) == ("iterations", 44)
+    assert made == [(34, True), (36, False)] and read_state(model_dir)["warp_off_from"] == 36
+    with pytest.raises(ValueError, match="warp must be one of always, until-plateau, never"):
+        training.train([astronaut_faces], [grace_faces], model_dir, iterations=40,
+                       **{**common, "warp": "sometimes"})
+
+
 def test_auto_precision_is_measured_recorded_and_measured_again_on_another_machine(
         astronaut_faces, grace_faces, tmp_path, monkeypatch):
     """``precision = "auto"`` times real steps in float32 and bfloat16 and trains in the

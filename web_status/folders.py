@@ -275,6 +275,7 @@ def models(root: Path) -> list[dict[str, Any]]:
             "precision": _precision(state),
             "learning_rate": _number(state.get("learning_rate")),
             "diverged": _divergences(state.get("diverged")),
+            "warp_off_from": _iteration(state.get("warp_off_from")),
             "saved": iso(_mtime(folder / folder.STATE)) if state else None,
             "has_loss": folder.loss_log.is_file(),
             "timelapse": timelapse,
@@ -307,6 +308,12 @@ def _number(value: Any) -> float | None:
     """A finite JSON number as float, anything else (bool, NaN, a string) as None."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
+
+
+def _iteration(value: Any) -> int | None:
+    """An iteration count from state.json: a finite number >= 0, else None."""
+    number = _number(value)
+    return int(number) if number is not None and number >= 0 else None
 
 
 def _divergences(value: Any, keep: int = 10) -> list[dict[str, Any]]:
