@@ -44,8 +44,8 @@ LOSSES = ("mae+dssim", "mae", "mse", "mse+dssim")
 TRAIN_MASKS = (*MASK_TYPES, "occlusion")
 STOPS = ("plateau", "iterations")  # when a model stops by itself (besides a stop request)
 # the random warp of the input faces: always, never, or until the loss plateaus or training is
-# WARP_OFF_SHARE of the way to its iteration cap (then a stretch without it sharpens the faces:
-# DeepFaceLab's and faceswap's advice to turn the warp off once the model has trained enough)
+# WARP_OFF_SHARE of the way to its iteration cap, then without it (faceswap's advice for the end
+# of training, to bring out detail; DeepFaceLab's users turn random_warp off late as well)
 WARPS = ("always", "until-plateau", "never")
 WARP_OFF_SHARE = 0.75
 DEFAULTS: dict[str, Any] = {"trainer": DEFAULT_TRAINER, "coverage": 0.85, "mask": "extended",
@@ -550,6 +550,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         state["stopped"] = None
         state["stretch_from"] = start_iter
         state.pop("warp_off_from", None)  # new faces or a higher cap: warp again until plateau
+    if warp != "until-plateau":
+        state.pop("warp_off_from", None)  # set to always or never since: the record is past
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
     log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
@@ -558,8 +560,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     log.info("convolutions: %s", describe_convolutions(convolutions))
     warping = _warping(warp, state)
     if not warping and warp == "until-plateau":
-        log.info("%s trains without the random warp (since iteration %d, when the loss "
-                 "stopped improving with it)", model_dir.name, state["warp_off_from"])
+        log.info("%s trains without the random warp, as since iteration %d (warp = "
+                 "until-plateau)", model_dir.name, state["warp_off_from"])
     data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
                    seed=seed if seed is not None else start_iter, warp_input=warping)
     iteration = last_saved = start_iter
@@ -594,8 +596,8 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         late = iterations is not None and iteration >= WARP_OFF_SHARE * iterations
         if warp == "until-plateau" and _warping(warp, state) and (plateaued or late) and not capped:
             state["warp_off_from"] = state["stretch_from"] = iteration
-            log.info("%s: %s; training on without the random warp from iteration %d, to "
-                     "sharpen the faces", model_dir.name,
+            log.info("%s: %s; training on without the random warp from iteration %d",
+                     model_dir.name,
                      f"the loss gained only {gain:.1%} with it" if plateaued else
                      f"{WARP_OFF_SHARE:.0%} of the {iterations} iterations are done", iteration)
             plateaued = False

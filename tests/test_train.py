@@ -524,6 +524,12 @@ def test_until_plateau_warps_until_the_loss_plateaus_then_trains_on_without_the_
     state = read_state(model_dir)
     assert (state["warp_off_from"], state["stretch_from"]) == (16, 16) and not state.get("stopped")
     assert made == [(0, True), (16, False)]  # the switch, at the save that saw the plateau
+    made.clear()  # set to "always" since: it warps, and the page shows no stale record
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    training.train([astronaut_faces], [grace_faces], other, iterations=22,
+                   **{**common, "warp": "always"})
+    assert made == [(20, True)] and "warp_off_from" not in read_state(other)
 
     made.clear()
     second = training.train([astronaut_faces], [grace_faces], model_dir, iterations=200, **common)
