@@ -40,24 +40,32 @@ _cache: dict[tuple, dict[str, float]] = {}  # shapes, dtype, forms -> speed-up o
 
 
 def conv_as_matmul(inputs, kernel, strides: tuple[int, int]):
-    """A "same"-padded 2-D convolution (NHWC, dilation 1) as patches x kernel.
+    """A "same"-padded 2-D convolution (NHWC, dilation 1, a square stride) as patches x kernel.
 
-    The patches are built from strided slices of the padded input, in the kernel's own
-    (row, column, channel) order, so ``kernel`` reshapes to the multiply's right-hand side
-    without copying, and the gradients of the slices are cheap pads.
+    The patches are plain slices of the padded input (of its space-to-depth view when strided:
+    tap (dy, dx) of stride s is block (dy % s, dx % s) moved by (dy // s, dx // s)), in the
+    kernel's own (row, column, channel) order, so ``kernel`` reshapes to the multiply's
+    right-hand side without copying. The gradient of a plain slice is a pad; that of a strided
+    slice is TensorFlow's ``StridedSliceGrad``, which costs 3x a pad in bfloat16 (9 of them were
+    11 % of ``lightweight``'s step on a 2-core AMX Xeon).
     """
     import tensorflow as tf
 
     kh, kw, cin, cout = kernel.shape
-    sh, sw = strides
+    s, s_w = strides
+    if s != s_w:
+        raise ValueError(f"the matmul form is for square strides, not {strides}")
     height, width = inputs.shape[1], inputs.shape[2]
-    out_h, out_w = -(-height // sh), -(-width // sw)
-    pad_h = max((out_h - 1) * sh + kh - height, 0)
-    pad_w = max((out_w - 1) * sw + kw - width, 0)
-    padded = tf.pad(inputs, [[0, 0], [pad_h // 2, pad_h - pad_h // 2],
-                             [pad_w // 2, pad_w - pad_w // 2], [0, 0]])
-    patches = tf.concat([padded[:, dy:dy + (out_h - 1) * sh + 1:sh,
-                                dx:dx + (out_w - 1) * sw + 1:sw, :]
+    out_h, out_w = -(-height // s), -(-width // s)
+    pad_h = max((out_h - 1) * s + kh - height, 0)
+    pad_w = max((out_w - 1) * s + kw - width, 0)
+    # and to whole blocks of the stride at the bottom and right (never read by a tap)
+    padded = tf.pad(inputs, [[0, 0], [pad_h // 2, pad_h - pad_h // 2 - (height + pad_h) % -s],
+                             [pad_w // 2, pad_w - pad_w // 2 - (width + pad_w) % -s], [0, 0]])
+    if s > 1:
+        padded = tf.nn.space_to_depth(padded, s)
+    patches = tf.concat([tf.slice(padded, [0, dy // s, dx // s, ((dy % s) * s + dx % s) * cin],
+                                  [-1, out_h, out_w, cin])
                          for dy in range(kh) for dx in range(kw)], axis=-1)
     product = tf.matmul(tf.reshape(patches, [-1, kh * kw * cin]),
                         tf.reshape(kernel, [kh * kw * cin, cout]))
@@ -120,7 +128,7 @@ def forms(layer) -> tuple[str, ...]:
     _, height, width, _ = layer.input.shape
     _, out_h, out_w, filters = layer.output.shape
     found = []
-    if out_h * out_w <= MAX_OUTPUT_PIXELS:
+    if out_h * out_w <= MAX_OUTPUT_PIXELS and layer.strides[0] == layer.strides[1]:
         found.append("matmul")
     size = layer.kernel_size
     if (tuple(layer.strides) == (1, 1) and size[0] == size[1] and size[0] % 2 == 1

@@ -206,10 +206,12 @@ class Networks:
     def tune(self, batch_size: int) -> list[dict[str, Any]]:
         """Run each convolution that oneDNN runs poorly in the form measured fastest on this
         machine for training at ``batch_size`` (:func:`hotfolders.convolution.tune`); call
-        before tracing a step."""
+        before tracing a step. The encoder is measured at twice the batch, as the training step
+        runs it: A and B in one batch."""
         from . import convolution
 
-        return convolution.tune([self.part(name) for name in PARTS], batch_size)
+        return (convolution.tune([self.encoder], 2 * batch_size)
+                + convolution.tune([self.decoder_a, self.decoder_b], batch_size))
 
     @property
     def trainable_variables(self) -> list:
