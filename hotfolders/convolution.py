@@ -9,11 +9,14 @@ three filters (the 5x5 ``to_rgb`` of every decoder, there 16 % of ``lightweight`
 4 % of its FLOPs). Each has another way to the same numbers:
 
 - ``matmul``: explicit patches (im2col) times the kernel, one large matrix multiply;
+- ``dw-matmul``: oneDNN's forward pass and input gradient, the kernel's gradient as patches
+  times the output gradient (oneDNN's bfloat16 weight gradient is the slow part at 8x8 and
+  smaller outputs);
 - ``s2d``: a stride-1 convolution on a space-to-depth view of the image, whose 3x3 kernel
   gathers the 5x5 one so that each output pixel of a 2x2 block is one of 4x the filters:
   fewer, wider pixels that oneDNN vectorises well.
 
-Either can be faster or slower depending on the shape and the machine, so nothing is assumed:
+Each can be faster or slower depending on the shape and the machine, so nothing is assumed:
 :func:`tune` times oneDNN and every form that applies to a layer, forward and backward at the
 training batch size in the layer's own precision, and keeps the fastest. All forms compute the
 same convolution from the same weights; saved models do not know which ran.
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ONEDNN = "oneDNN"
 MAX_OUTPUT_PIXELS = 16   # matmul: outputs of at most 4x4 (bigger ones: oneDNN won, 0.5-0.9x)
+MAX_DW_OUTPUT_PIXELS = 64  # dw-matmul: at most 8x8 (1.5-2.9x there; 16x16: 0.8x, 32x32: 0.55x)
 MAX_S2D_FILTERS = 4      # s2d: layers this narrow (to_rgb); wider ones oneDNN runs well
 MIN_GAIN = 1.05          # another form must be this much faster than oneDNN to be chosen
 REPEATS = 5              # timed rounds per form (the fastest counts; other processes only slow),
@@ -39,23 +43,22 @@ ROUND_SECONDS = 0.03     # each of enough passes to last this long (a single 5 m
 _cache: dict[tuple, dict[str, float]] = {}  # shapes, dtype, forms -> speed-up of each form
 
 
-def conv_as_matmul(inputs, kernel, strides: tuple[int, int]):
-    """A "same"-padded 2-D convolution (NHWC, dilation 1, a square stride) as patches x kernel.
+def _patches(inputs, kh: int, kw: int, stride: int):
+    """The "same"-padded patches of a convolution (NHWC, dilation 1, a square stride): one row
+    of ``kh * kw * cin`` values per output pixel, in a kernel's own (row, column, channel)
+    order, so a kernel reshapes onto them without copying.
 
-    The patches are plain slices of the padded input (of its space-to-depth view when strided:
-    tap (dy, dx) of stride s is block (dy % s, dx % s) moved by (dy // s, dx // s)), in the
-    kernel's own (row, column, channel) order, so ``kernel`` reshapes to the multiply's
-    right-hand side without copying. The gradient of a plain slice is a pad; that of a strided
-    slice is TensorFlow's ``StridedSliceGrad``, which costs 3x a pad in bfloat16 (9 of them were
-    11 % of ``lightweight``'s step on a 2-core AMX Xeon).
+    They are plain slices of the padded input (of its space-to-depth view when strided: tap
+    (dy, dx) of stride s is block (dy % s, dx % s) moved by (dy // s, dx // s)). The gradient
+    of a plain slice is a pad; that of a strided slice is TensorFlow's ``StridedSliceGrad``,
+    which costs 3x a pad in bfloat16 (9 of them were 11 % of ``lightweight``'s step on a 2-core
+    AMX Xeon).
     """
     import tensorflow as tf
 
-    kh, kw, cin, cout = kernel.shape
-    s, s_w = strides
-    if s != s_w:
-        raise ValueError(f"the matmul form is for square strides, not {strides}")
+    cin = inputs.shape[-1]
     height, width = inputs.shape[1], inputs.shape[2]
+    s = stride
     out_h, out_w = -(-height // s), -(-width // s)
     pad_h = max((out_h - 1) * s + kh - height, 0)
     pad_w = max((out_w - 1) * s + kw - width, 0)
@@ -67,9 +70,50 @@ def conv_as_matmul(inputs, kernel, strides: tuple[int, int]):
     patches = tf.concat([tf.slice(padded, [0, dy // s, dx // s, ((dy % s) * s + dx % s) * cin],
                                   [-1, out_h, out_w, cin])
                          for dy in range(kh) for dx in range(kw)], axis=-1)
-    product = tf.matmul(tf.reshape(patches, [-1, kh * kw * cin]),
-                        tf.reshape(kernel, [kh * kw * cin, cout]))
+    return tf.reshape(patches, [-1, kh * kw * cin]), (out_h, out_w)
+
+
+def _square(strides: tuple[int, int]) -> int:
+    if strides[0] != strides[1]:
+        raise ValueError(f"this form is for square strides, not {tuple(strides)}")
+    return strides[0]
+
+
+def conv_as_matmul(inputs, kernel, strides: tuple[int, int]):
+    """A "same"-padded 2-D convolution (NHWC, dilation 1, a square stride) as patches x kernel,
+    one large matrix multiply."""
+    import tensorflow as tf
+
+    kh, kw, cin, cout = kernel.shape
+    patches, (out_h, out_w) = _patches(inputs, kh, kw, _square(strides))
+    product = tf.matmul(patches, tf.reshape(kernel, [kh * kw * cin, cout]))
     return tf.reshape(product, [-1, out_h, out_w, cout])
+
+
+def conv_weights_by_matmul(inputs, kernel, strides: tuple[int, int]):
+    """oneDNN's convolution and input gradient, with the kernel's gradient as one matrix
+    multiply, patches transposed x output gradient: where the output is a few pixels across,
+    oneDNN's bfloat16 weight-gradient kernel is slow (146 GFLOP/s at 8x8 -> 4x4, 128 -> 256 on
+    a 2-core AMX Xeon, a seventh of the matmul peak), while its forward pass is not."""
+    import tensorflow as tf
+
+    kh, kw, cin, cout = kernel.shape
+    s = _square(strides)
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        def gradient(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k,
+                                                out_backprop=dy, strides=[1, s, s, 1],
+                                                padding="SAME")
+            patches, _ = _patches(x, kh, kw, s)
+            dk = tf.matmul(patches, tf.reshape(dy, [-1, cout]), transpose_a=True)
+            return dx, tf.reshape(dk, [kh, kw, cin, cout])
+
+        return tf.nn.conv2d(x, k, s, "SAME"), gradient
+
+    # a variable's value, read where the tape sees it (a custom gradient may not hold variables)
+    return convolve(inputs, tf.convert_to_tensor(kernel))
 
 
 @lru_cache(maxsize=None)
@@ -114,7 +158,7 @@ def _onednn(inputs, kernel, strides: tuple[int, int]):
 
 
 FORMS: dict[str, Callable] = {ONEDNN: _onednn, "matmul": conv_as_matmul,
-                              "s2d": conv_space_to_depth}
+                              "dw-matmul": conv_weights_by_matmul, "s2d": conv_space_to_depth}
 
 
 def forms(layer) -> tuple[str, ...]:
@@ -128,8 +172,11 @@ def forms(layer) -> tuple[str, ...]:
     _, height, width, _ = layer.input.shape
     _, out_h, out_w, filters = layer.output.shape
     found = []
-    if out_h * out_w <= MAX_OUTPUT_PIXELS and layer.strides[0] == layer.strides[1]:
-        found.append("matmul")
+    if layer.strides[0] == layer.strides[1]:
+        if out_h * out_w <= MAX_OUTPUT_PIXELS:
+            found.append("matmul")
+        if out_h * out_w <= MAX_DW_OUTPUT_PIXELS:
+            found.append("dw-matmul")
     size = layer.kernel_size
     if (tuple(layer.strides) == (1, 1) and size[0] == size[1] and size[0] % 2 == 1
             and size[0] <= 5 and height % 2 == 0 and width % 2 == 0
