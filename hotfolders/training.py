@@ -546,12 +546,12 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         timelapse.save_samples(samples_path, *samples)
 
     start_iter = int(state["iterations"])
-    if state.get("stopped"):  # it had stopped by itself: this is a new stretch
+    new_stretch = bool(state.get("stopped"))  # it had stopped by itself (new faces, a higher cap)
+    if new_stretch:
         state["stopped"] = None
         state["stretch_from"] = start_iter
-        state.pop("warp_off_from", None)  # new faces or a higher cap: warp again until plateau
-    if warp != "until-plateau":
-        state.pop("warp_off_from", None)  # set to always or never since: the record is past
+    if new_stretch or warp != "until-plateau":  # warp again until the plateau; or set to
+        state.pop("warp_off_from", None)        # always or never since: the record is past
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
     log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
