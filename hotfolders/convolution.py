@@ -94,7 +94,7 @@ def conv_weights_by_matmul(inputs, kernel, strides: tuple[int, int]):
     """oneDNN's convolution and input gradient, with the kernel's gradient as one matrix
     multiply, patches transposed x output gradient: where the output is a few pixels across,
     oneDNN's bfloat16 weight-gradient kernel is slow (146 GFLOP/s at 8x8 -> 4x4, 128 -> 256 on
-    a 2-core AMX Xeon, a seventh of the matmul peak), while its forward pass is not."""
+    a 2-core AMX Xeon, an eighth of the matmul peak), while its forward pass is not."""
     import tensorflow as tf
 
     kh, kw, cin, cout = kernel.shape
