@@ -562,8 +562,13 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if not warping and warp == "until-plateau":
         log.info("%s trains without the random warp, as since iteration %d (warp = "
                  "until-plateau)", model_dir.name, state["warp_off_from"])
-    data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
-                   seed=seed if seed is not None else start_iter, warp_input=warping)
+
+    def open_batches(at: int, warp_input: bool):
+        """Augmented batches from iteration ``at`` (the seed, unless one was given)."""
+        return batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
+                       seed=seed if seed is not None else at, warp_input=warp_input)
+
+    data = open_batches(start_iter, warping)
     iteration = last_saved = start_iter
     window: list[tuple[float, float]] = []
     la = lb = float("nan")
@@ -641,8 +646,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
             if warping != _warping(warp, state):  # switched off at a save, or back on by
                 warping = not warping                # a divergence that reloaded an older save
                 data.close()
-                data = batches(faces_a, faces_b, batch_size, plugin.INPUT_SIZE,
-                               seed=seed if seed is not None else iteration, warp_input=warping)
+                data = open_batches(iteration, warping)
             (xa, ya, ma), (xb, yb, mb) = next(data)
             la_t, lb_t = step(xa, ya, ma, xb, yb, mb)
             la, lb = float(la_t), float(lb_t)
