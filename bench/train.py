@@ -15,7 +15,7 @@ Targets on a 2-core CPU: lightweight >= 60 img/s, pipeline cost <= 10 %, peak RS
 (dfaker is meant for GPUs: on a small CPU one of its steps takes half a minute.)
 
     python bench/train.py [--trainers lightweight,original,dfaker] [--precision auto,mixed]
-                          [--convolutions auto,onednn]
+                          [--convolutions auto,onednn] [--threads auto,shared,per-op]
 """
 from __future__ import annotations
 
@@ -140,16 +140,23 @@ def pipeline_cost(tensors: Meter, pipeline: Meter) -> float:
     return statistics.median(1 - p / t for t, p in zip(tensors.rates, pipeline.rates))
 
 
-def bench_trainer(tf, name: str, precision: str, convolutions: str, faces: tuple[Path, Path],
-                  args) -> dict:
+def bench_trainer(tf, name: str, precision: str, convolutions: str, threads: str,
+                  faces: tuple[Path, Path], args) -> dict:
+    from hotfolders import threads as thread_layout
     from hotfolders.dataset import batches, load_faces
     from hotfolders.model import Networks
     from hotfolders.plugins.train import load_trainer
-    from hotfolders.precision import choose
+    from hotfolders.precision import candidates, choose
     from hotfolders.training import make_optimizer, make_step
 
     plugin = load_trainer(name)
-    policy, _ = choose(precision, name, args.batch_size)  # auto measures, as a new model does
+    # auto measures, as a new model does: the thread layouts (in worker processes), then the
+    # precision (with the layouts' figures where they timed both)
+    layout, layout_choice, rates = thread_layout.choose(threads, name, args.batch_size,
+                                                        "mae+dssim", candidates(precision))
+    if layout is not None and not thread_layout.apply(layout):
+        layout = None
+    policy, _ = choose(precision, name, args.batch_size, rates=rates)
     start = time.perf_counter()
     fa = load_faces([faces[0]], plugin.OUTPUT_SIZE, 0.85, "extended", "A")
     fb = load_faces([faces[1]], plugin.OUTPUT_SIZE, 0.85, "extended", "B")
@@ -195,8 +202,10 @@ def bench_trainer(tf, name: str, precision: str, convolutions: str, faces: tuple
     finally:
         data.close()
     images = 2 * args.batch_size
-    return {"name": name, "policy": policy, "spec": f"{name}:{precision}:{convolutions}",
-            "convolutions": convolutions, "tuned": tuned, "faces": len(fa) + len(fb),
+    return {"name": name, "policy": policy,
+            "spec": f"{name}:{precision}:{convolutions}:{threads}",
+            "convolutions": convolutions, "threads": layout or "default",
+            "threads_summary": thread_layout.summary(layout, layout_choice), "tuned": tuned, "faces": len(fa) + len(fb),
             "load_s": load_s,
             "trace_s": first, "steps": tensors.steps + pipeline.steps,
             "tensors": tensors.median(images), "pipeline": pipeline.median(images),
@@ -229,6 +238,10 @@ def main() -> int:
                         help="auto (the convolutions oneDNN runs poorly in the form measured "
                              "fastest, as training does) or onednn (all as oneDNN "
                              "convolutions); a comma list compares them on every trainer")
+    parser.add_argument("--threads", default="auto",
+                        help="auto (both thread layouts timed, the faster taken, as training "
+                             "does), shared or per-op; a comma list compares them on every "
+                             "trainer")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8, help="most steps per timed block")
     parser.add_argument("--rounds", type=int, default=12, help="interleaved block pairs")
@@ -237,13 +250,14 @@ def main() -> int:
                         help="time budget of the timed part per trainer")
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "facedrop-bench")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "trainer:precision:form"
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "trainer:precision:form:threads"
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     tf = quiet.import_tensorflow()
     if args.worker:
-        name, precision, convolutions = args.worker.split(":")
-        result = bench_trainer(tf, name, precision, convolutions, make_faces(args.cache), args)
+        name, precision, convolutions, threads = args.worker.split(":")
+        result = bench_trainer(tf, name, precision, convolutions, threads,
+                               make_faces(args.cache), args)
         print(json.dumps(result), flush=True)
         return 0
     from hotfolders.precision import describe_cpu
@@ -265,21 +279,24 @@ def main() -> int:
     make_faces(args.cache)
     precisions = args.precision.split(",")
     rows = []
-    print(f"{'trainer':12} {'precision':15} {'convs':6} {'pipeline':>9} {'tensors':>9} "
+    print(f"{'trainer':12} {'precision':15} {'convs':6} {'threads':7} {'pipeline':>9} "
+          f"{'tensors':>9} "
           f"{'cost':>6} "
           f"{'best':>15} {'alone':>7} {'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'RSS MB':>7}",
           flush=True)
     forms = args.convolutions.split(",")
+    layouts = args.threads.split(",")
     for name in args.trainers.split(","):
-        for precision, form in [(p, f) for p in (precisions if name == "lightweight"
-                                                 else precisions[:1]) for f in forms]:
-            args.worker_spec = f"{name}:{precision}:{form}"
+        for precision, form, layout in [(p, f, t) for p in (precisions if name == "lightweight"
+                                                            else precisions[:1])
+                                        for f in forms for t in layouts]:
+            args.worker_spec = f"{name}:{precision}:{form}:{layout}"
             r = run_worker(args)
             rows.append(r)
             per_img = r["flops_step"] / (2 * args.batch_size)
             achieved = per_img * r["tensors_best"]
             peak = peaks[r["policy"] if r["policy"] in peaks else "float32"]
-            print(f"{r['name']:12} {r['policy']:15} {r['convolutions']:6} "
+            print(f"{r['name']:12} {r['policy']:15} {r['convolutions']:6} {r['threads']:7} "
                   f"{r['pipeline']:7.1f}/s {r['tensors']:7.1f}/s "
                   f"{r['cost']:6.1%} {r['pipeline_best']:6.1f}/{r['tensors_best']:6.1f}/s "
                   f"{r['alone']:5.1f}/s {per_img / 1e9:9.2f} {achieved / 1e9:8.1f} "
@@ -297,8 +314,8 @@ def main() -> int:
                 f"{t['layer']} " + ", ".join(f"{form} {gain:.2f}x" for form, gain in
                                               t["speedups"].items()) + f" -> {t['form']}"
                 for t in r["tuned"]))
-        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): forward "
-              f"{r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
+        print(f"  {r['name']} ({r['policy']}, {r['convolutions']}): threads "
+              f"{r['threads_summary']}; forward {r['flops_fwd'] / 1e9:.2f} GFLOP/face, "
               f"loaded {r['faces']} faces in {r['load_s']:.1f} s, first step (tracing) "
               f"{r['trace_s']:.1f} s, {r['steps']} timed steps")
     # the peak again: load only ever lowers a measurement, so the higher of the two counts
@@ -323,7 +340,8 @@ def main() -> int:
     load_end = os.getloadavg()
     print(f"load average at end {load_end[0]:.1f}")
     light = next((r for r in rows if r["name"] == "lightweight"
-                  and r["spec"] == f"lightweight:{precisions[0]}:{forms[0]}"), None)
+                  and r["spec"] == f"lightweight:{precisions[0]}:{forms[0]}:{layouts[0]}"),
+                 None)
     if light:
         ok_speed = light["pipeline"] >= 60
         print(f"targets: lightweight {light['pipeline']:.0f} img/s (best block "

@@ -57,6 +57,7 @@ _sharpeners = registry("hotfolders.plugins.convert", "SHARPENERS")
 _face_select = registry("hotfolders.plugins.convert", "FACE_SELECT")
 _losses = registry("hotfolders.training", "LOSSES")
 _precisions = registry("hotfolders.precision", "PRECISIONS")
+_threads = registry("hotfolders.threads", "THREADS")
 _stops = registry("hotfolders.training", "STOPS")
 _warps = registry("hotfolders.training", "WARPS")
 _convert_masks = registry("hotfolders.convert", "CONVERT_MASKS")
@@ -285,6 +286,11 @@ SETTINGS: tuple[Setting, ...] = (
       "reduced precision (bfloat16 on a CPU, float16 on a GPU) and take the faster, again "
       "on another machine; mixed: reduced precision even where it is slower",
       choices=_precisions, places=ROOT_AND_MODEL, option=True),
+    S("train", "threads", "auto", "how TensorFlow spreads a training step over the CPU's "
+      "cores: shared (every operation over all cores, TensorFlow's default), per-op (each "
+      "operation on one core, as many at once as there are cores); auto: time both in worker "
+      "processes when a model starts (about 20 s) and take the faster, again on another "
+      "machine", choices=_threads, places=ROOT_AND_MODEL, option=True),
     S("train", "coverage", 0.85, "share of the aligned face a new model sees (long chins need "
       "room)", check=between(0.5, 1.0), places=ROOT_AND_MODEL, option=True),
     S("train", "mask", "extended", "mask of a new model's loss: only the face inside it "

@@ -101,9 +101,9 @@ def label(policy: str) -> str:
     return policy.removeprefix("mixed_")
 
 
-def _runner(trainer: str, policy: str, batch_size: int, loss: str):
+def runner(trainer: str, policy: str, batch_size: int, loss: str):
     """One step of throwaway networks in ``policy`` on a fixed random batch (the values do not
-    change the speed), traced and warmed up."""
+    change the speed), traced and warmed up for a block (see :func:`time_block`)."""
     import tensorflow as tf
 
     from .model import Networks
@@ -117,8 +117,45 @@ def _runner(trainer: str, policy: str, batch_size: int, loss: str):
     n, i, o = batch_size, nets.input_size, nets.output_size
     batch = [tf.constant(rng.integers(0, 256, shape, dtype=np.uint8))
              for shape in ((n, i, i, 3), (n, o, o, 3), (n, o, o, 2))] * 2
-    float(step(*batch)[0])  # traced and run once: oneDNN's kernels are made and cached
-    return lambda: step(*batch)
+
+    def run():
+        return step(*batch)
+
+    # traced, then warmed up for a block: oneDNN makes its kernels lazily, and the first steps
+    # of `original` after tracing ran at 0.9x its speed
+    time_block(run, batch_size)
+    return run
+
+
+def time_block(run, batch_size: int, block_seconds: float = BLOCK_SECONDS) -> float:
+    """Images per second (A and B together) of ``run`` (one training step) repeated for at
+    least ``block_seconds`` and once."""
+    steps, start = 0, time.perf_counter()
+    while True:
+        out = run()
+        steps += 1
+        if time.perf_counter() - start >= block_seconds:
+            break
+    float(out[0])
+    return 2 * batch_size * steps / (time.perf_counter() - start)
+
+
+def best_rates(blocks: dict[Any, Any], rounds: int = ROUNDS,
+               seconds: float = SECONDS) -> dict[Any, float]:
+    """The best images per second of each candidate, whose ``blocks[key]()`` times one block:
+    up to ``rounds`` rounds, each in the other order than the one before so that a change of
+    load hits every candidate (load from other processes only ever lowers a block's rate);
+    after ``seconds`` of timing no new round starts, two rounds at least (a slow trainer's
+    block is a single step)."""
+    keys = list(blocks)
+    best = dict.fromkeys(keys, 0.0)
+    timed_from = time.perf_counter()
+    for r in range(rounds):
+        if r >= MIN_ROUNDS and time.perf_counter() - timed_from >= seconds:
+            break
+        for key in keys[::1 if r % 2 == 0 else -1]:
+            best[key] = max(best[key], blocks[key]())
+    return best
 
 
 def measure(trainer: str, batch_size: int, loss: str = "mae+dssim",
@@ -126,31 +163,20 @@ def measure(trainer: str, batch_size: int, loss: str = "mae+dssim",
             block_seconds: float = BLOCK_SECONDS, rounds: int = ROUNDS,
             seconds: float = SECONDS) -> dict[str, float]:
     """Images per second (A and B together) of ``trainer`` in each of ``policies`` (default:
-    float32 and the device's reduced precision): the best of up to ``rounds`` interleaved
-    blocks (load from other processes only ever lowers a block's rate); a slow trainer, whose
-    step alone outlasts a block, stops after ``seconds`` of timing, with two rounds at least
-    (a step's first runs after tracing can still be slow: oneDNN makes kernels lazily, and a
-    single step of ``original`` measured bfloat16 at 0.7x its speed)."""
-    policies = policies or ("float32", reduced_policy())
-    runners = {p: _runner(trainer, p, batch_size, loss) for p in policies}
-    best = dict.fromkeys(policies, 0.0)
-    timed_from = time.perf_counter()
-    for r in range(rounds):
-        if r >= MIN_ROUNDS and time.perf_counter() - timed_from >= seconds:
-            break
-        for policy in policies[::1 if r % 2 == 0 else -1]:
-            run = runners[policy]
-            steps, start = 0, time.perf_counter()
-            while True:
-                out = run()
-                steps += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= block_seconds:
-                    break
-            float(out[0])
-            elapsed = time.perf_counter() - start
-            best[policy] = max(best[policy], 2 * batch_size * steps / elapsed)
-    return best
+    float32 and the device's reduced precision), in this process (see :func:`best_rates`)."""
+    policies = policies or candidates("auto")
+    runners = {p: runner(trainer, p, batch_size, loss) for p in policies}
+    return best_rates({p: functools.partial(time_block, run, batch_size, block_seconds)
+                       for p, run in runners.items()}, rounds, seconds)
+
+
+def candidates(precision: str) -> tuple[str, ...]:
+    """The policies ``precision`` may train in: both for ``auto``, else the one it sets."""
+    if precision == "float32":
+        return ("float32",)
+    if precision == "mixed":
+        return (reduced_policy(),)
+    return ("float32", reduced_policy())
 
 
 def pick(rates: dict[str, float]) -> str:
@@ -167,14 +193,23 @@ def describe(choice: dict[str, Any]) -> str:
     return f"{label(choice['chosen'])} ({rates})"
 
 
+def reusable(previous: dict[str, Any] | None, trainer: str, batch_size: int) -> bool:
+    """Whether ``previous`` (a model's recorded choice) was measured on this machine for this
+    trainer and batch size, among the precisions this device has."""
+    return bool(previous) and previous.get("machine") == machine()["id"] and previous.get(
+        "trainer") == trainer and previous.get("batch_size") == batch_size and previous.get(
+        "chosen") in ("float32", reduced_policy())
+
+
 def choose(precision: str, trainer: str, batch_size: int, loss: str = "mae+dssim",
-           previous: dict[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
+           previous: dict[str, Any] | None = None,
+           rates: dict[str, float] | None = None) -> tuple[str, dict[str, Any] | None]:
     """The Keras dtype policy for ``precision``, and the measurement behind it.
 
     ``float32`` and ``mixed`` (the device's reduced precision, even where it is slower) are
-    taken as set, with no measurement. ``auto`` reuses ``previous`` (a model's recorded
-    choice) when it was measured on this machine for this trainer and batch size, and
-    otherwise measures (see :func:`measure`).
+    taken as set, with no measurement. ``auto`` reuses ``previous`` when :func:`reusable`,
+    and otherwise takes the faster of ``rates`` (images per second of each candidate, as
+    :mod:`hotfolders.threads` measured them) or measures (see :func:`measure`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
@@ -182,22 +217,24 @@ def choose(precision: str, trainer: str, batch_size: int, loss: str = "mae+dssim
         return "float32", None
     if precision == "mixed":
         return reduced_policy(), None
-    here = machine()
-    if previous and previous.get("machine") == here["id"] and previous.get(
-            "trainer") == trainer and previous.get("batch_size") == batch_size and previous.get(
-            "chosen") in ("float32", reduced_policy()):
+    if reusable(previous, trainer, batch_size):
         return str(previous["chosen"]), previous
+    here = machine()
     started = time.perf_counter()
-    rates = measure(trainer, batch_size, loss)
+    timed_here = not rates or set(rates) != set(candidates("auto"))
+    if timed_here:
+        rates = measure(trainer, batch_size, loss)
     choice = {"chosen": pick(rates), "images_per_second": {p: round(r, 1)
                                                            for p, r in rates.items()},
               "machine": here["id"], "machine_name": here["name"], "trainer": trainer,
               "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 1),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    log.info("precision auto: measured %s on %s in %.1f s", describe(choice), here["name"],
-             choice["seconds"])
+    log.info("precision auto: %s %s on %s%s", "measured" if timed_here else "chose",
+             describe(choice), here["name"], f" in {choice['seconds']:.1f} s" if timed_here
+             else " (from the thread layouts' figures)")
     return choice["chosen"], choice
 
 
-__all__ = ["PRECISIONS", "choose", "cpu_flags", "describe", "describe_cpu", "machine",
-           "measure", "pick", "reduced_policy"]
+__all__ = ["PRECISIONS", "best_rates", "candidates", "choose", "cpu_flags", "describe",
+           "describe_cpu", "machine", "measure", "pick", "reduced_policy", "reusable",
+           "runner", "time_block"]

@@ -31,7 +31,9 @@ from .model import (BEST, DAMAGED, FROZEN, SAVE, STATE_VERSION, Networks, candid
                     clean_temporary, copy_save, describe_stop, load_checkpoint, now,
                     read_state, rewrite_state, save_checkpoint)
 from .plugins.train import DEFAULT_TRAINER, TRAINERS, load_trainer
-from .precision import PRECISIONS, choose as choose_precision, describe as describe_precision
+from . import threads as thread_layout
+from .precision import PRECISIONS, candidates as precision_candidates, choose as choose_precision
+from .precision import describe as describe_precision, reusable as precision_reusable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class TrainResult:
     loaded_from: str | None = None  # "save", "save.bak", "best", "snapshots/N" on resume
     plateau_gain: float | None = None
     warnings: list[str] = field(default_factory=list)
+    threads: str | None = None  # the thread layout (None: TensorFlow's default, not chosen)
+    threads_choice: dict[str, Any] | None = None  # what threads = "auto" measured
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +419,7 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
           save_every: int = 250, snapshot_every: int = 25000, keep_snapshots: int = 3,
           timelapse_a: Sequence[str | Path] | None = None,
           timelapse_b: Sequence[str | Path] | None = None, precision: str = "auto",
+          threads: str = "auto",
           mask: str | None = None, loss: str | None = None, coverage: float | None = None,
           stop: str = "iterations", plateau_gain: float = PLATEAU_GAIN,
           learning_rate: float | None = None, warp: str = "always",
@@ -436,7 +441,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     ``(target, picture)`` pairs: each target's preview frame, swapped by the current weights,
     is written to its picture (see :mod:`hotfolders.preview`). ``precision = "auto"`` times
     a few steps in float32 and in reduced precision and takes the faster (recorded in the
-    state as ``precision_choice``; see :mod:`hotfolders.precision`). ``callback`` receives
+    state as ``precision_choice``; see :mod:`hotfolders.precision`); before it, ``threads =
+    "auto"`` times the thread layouts in worker processes, where TensorFlow has not run in
+    this one yet (``threads_choice``; see :mod:`hotfolders.threads`). ``callback`` receives
     ``{"iteration", "loss_a", "loss_b", "img_s"}`` after every iteration and
     ``{"event": "save", ...}`` at every save; ``progress(iteration, total, info)`` is for
     progress bars. ``seed`` makes a run
@@ -498,8 +505,16 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
                                                f"{faces_a.padding}, the model with "
                                                f"{state['padding']}; re-extract them")
 
+    previous = (state or {}).get("precision_choice")
+    policies = ((str(previous["chosen"]),) if precision == "auto" and precision_reusable(
+        previous, trainer_name, batch_size) else precision_candidates(precision))
+    layout, layout_choice, rates = thread_layout.choose(
+        threads, trainer_name, batch_size, loss_kind, policies,
+        (state or {}).get("threads_choice"))
+    if layout is not None and not thread_layout.apply(layout):
+        layout = None
     policy, measured = choose_precision(precision, trainer_name, batch_size, loss_kind,
-                                        (state or {}).get("precision_choice"))
+                                        previous, rates)
     if seed is not None and state is None:
         import keras
 
@@ -531,6 +546,9 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if measured is not None:
         state["precision_choice"] = measured
     state["precision_setting"] = precision
+    if layout_choice is not None:
+        state["threads_choice"] = layout_choice
+    state["threads_setting"], state["threads"] = threads, layout
     state["learning_rate"] = learning_rate
     coverage_note = _coverage_check(a_dirs, b_dirs, model_dir)
     if coverage_note:
@@ -554,9 +572,10 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
         state.pop("warp_off_from", None)        # always or never since: the record is past
     losses = LossLog(model_dir / "loss.csv", start_iter)
     step = make_step(nets, optimizer, loss_kind, policy == "mixed_float16")
-    log.info("training %s (%s, precision %s) from iteration %d on %d A / %d B faces",
-             model_dir.name, trainer_name, describe_precision(measured) if measured else
-             f"{policy} as set", start_iter, len(faces_a), len(faces_b))
+    log.info("training %s (%s, precision %s, threads %s) from iteration %d on %d A / %d B "
+             "faces", model_dir.name, trainer_name, describe_precision(measured) if measured
+             else f"{policy} as set", thread_layout.summary(layout, layout_choice),
+             start_iter, len(faces_a), len(faces_b))
     log.info("convolutions: %s", describe_convolutions(convolutions))
     warping = _warping(warp, state)
     if not warping and warp == "until-plateau":
@@ -703,4 +722,5 @@ def train(a_dirs: Sequence[str | Path], b_dirs: Sequence[str | Path], model_dir:
     if state.get("stopped"):
         log.info("%s %s", model_dir.name, describe_stop(state["stopped"]))
     return TrainResult(model_dir, iteration, la, lb, stopped, time.perf_counter() - started,
-                       rate(), start_iter, policy, measured, loaded_from, gain, warnings)
+                       rate(), start_iter, policy, measured, loaded_from, gain, warnings,
+                       layout, layout_choice if layout else None)

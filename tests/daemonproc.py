@@ -31,6 +31,7 @@ batch_size = 4
 iterations = 20
 save_every = 10
 precision = "float32"
+threads = "shared"
 [limits]
 retry_seconds = 0.5
 """

@@ -33,6 +33,7 @@ batch_size = 4
 iterations = 60
 save_every = 10
 precision = "float32"
+threads = "shared"
 [convert]
 label = true
 convert_when = "first-save"
@@ -59,7 +60,7 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     root = tmp_path / "root"
     subprocess.run([sys.executable, "-m", "daemon.cli", "init", str(root)], check=True,
                    capture_output=True)
-    config = CONFIG
+    config = CONFIG.replace('threads = "shared"', 'threads = "auto"')  # timed in workers
     if executor == "ray":
         cluster = request.getfixturevalue("ray_cluster")
         config += f'[cluster]\nexecutor = "ray"\naddress = "{cluster.address}"\njobs = 2\n'
@@ -167,6 +168,7 @@ def test_hot_folder_workflow_survives_kill_and_restart(tmp_path, astronaut_video
     log_text = (root / ".facedrop" / "facedrop.log").read_text()
     train = next(j for j in jobs if j["kind"] == "train")
     assert f"job {train['id']} (train): training a2b (lightweight, precision" in log_text
+    assert f"job {train['id']} (train): threads auto: measured " in log_text
     assert f"job {train['id']} (train): convolutions: " in log_text
     assert f"job {train['id']} (train): saved a2b at iteration 60" in log_text
 

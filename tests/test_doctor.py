@@ -40,6 +40,13 @@ def test_doctor_passes_on_a_fresh_root(tmp_path):
     assert measured, result.stdout
     chosen, f32, bf16 = measured[1], int(measured[2]), int(measured[3])
     assert chosen == ("bfloat16" if bf16 >= 1.05 * f32 else "float32")
+    layouts = re.search(r"threads auto -> ([\w-]+) \(shared (\d+) img/s, per-op (\d+) img/s\)",
+                        result.stdout)  # each timed in a worker process of its own
+    assert layouts, result.stdout
+    layout, shared, per_op = layouts[1], int(layouts[2]), int(layouts[3])
+    assert layout == ("per-op" if per_op >= 1.05 * shared else "shared")
+    # the precision was chosen from the figures of the chosen layout
+    assert {"shared": shared, "per-op": per_op}[layout] == {"float32": f32, "bfloat16": bf16}[chosen]
 
 
 def test_doctor_names_what_is_wrong(tmp_path):

@@ -29,6 +29,7 @@ save_every = 4
 max_iterations = 1000
 plateau_gain = 0.9
 precision = "float32"
+threads = "shared"
 """
 
 

@@ -409,7 +409,7 @@ def test_kill_during_training_resumes_exactly(astronaut_faces, grace_faces, tmp_
     model_dir = tmp_path / "m"
     cmd = [sys.executable, "-m", "daemon.cli", "train", "--a", str(astronaut_faces), "--b",
            str(grace_faces), "--model-dir", str(model_dir), "--batch-size", "2",
-           "--save-every", "3", "--precision", "float32"]
+           "--save-every", "3", "--precision", "float32", "--threads", "shared"]
     proc = subprocess.Popen(cmd + ["--iterations", "100000"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -92,6 +92,9 @@ def build_root(root: Path, astronaut_faces: Path, grace_faces: Path) -> Path:
         "loss_log": "loss.csv", "precision": "mixed_bfloat16", "precision_setting": "auto",
         "precision_choice": {"chosen": "mixed_bfloat16", "images_per_second": {
             "float32": 105.2, "mixed_bfloat16": 143.4}},
+        "threads": "per-op", "threads_setting": "auto", "threads_choice": {
+            "chosen": "per-op", "images_per_second": {"shared": 130.1, "per-op": 143.4,
+                                                      "<i>x</i>": "fast"}},
         "learning_rate": 7.5e-5, "warp_off_from": 600,
         # the trainer's record of a loss that blew up; the junk entries are left out
         "diverged": [{"iteration": 500, "learning_rate": 1.5e-4, "at": "2026-12-01T10:00:00Z"},
@@ -217,6 +220,7 @@ def test_page_renders_every_section(client, root):
     assert "/file/models/demo/timelapse/00000750.jpg" in html
     assert "snapshots/00000500" in html and "750" in html
     assert "bfloat16 (measured: float32 105 img/s, bfloat16 143 img/s)" in html
+    assert "threads per-op (measured: shared 130 img/s, per-op 143 img/s)" in html
     assert "learning rate <b data-field=\"learning-rate\">7.5e-5</b>" in html
     assert "random warp off since <b>600</b>" in html
     assert ("The loss blew up 2 times; each time training went back to its last save at half "
@@ -273,6 +277,8 @@ def test_api_status_schema(client):
     assert m["trainer"] == "lightweight" and m["iterations"] == 750
     assert m["precision"] == {"policy": "bfloat16", "setting": "auto",
                               "images_per_second": {"float32": 105.2, "bfloat16": 143.4}}
+    assert m["threads"] == {"layout": "per-op", "setting": "auto",
+                            "images_per_second": {"shared": 130.1, "per-op": 143.4}}
     assert m["learning_rate"] == 7.5e-5 and m["warp_off_from"] == 600
     assert m["diverged"] == [
         {"iteration": 500, "learning_rate": 1.5e-4, "at": "2026-12-01T10:00:00Z"},
@@ -506,6 +512,7 @@ SCHEMA = {
                 "progress": (float, None), "loss": {"a": (float, None), "b": (float, None)},
                 "loss_points": int, "chart_url": str,
                 "precision": {"policy": str, "setting": (str, None), "images_per_second": dict},
+                "threads": {"layout": str, "setting": (str, None), "images_per_second": dict},
                 "learning_rate": (float, None), "warp_off_from": (int, None),
                 "diverged": [{"iteration": int, "learning_rate": float, "at": (str, None)}],
                 "timelapse": [{"iterations": int, "url": str}],

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hotfolders import safefs
 from hotfolders.errors import InputError
@@ -273,6 +273,7 @@ def models(root: Path) -> list[dict[str, Any]]:
             "iterations": int(iterations) if isinstance(iterations, (int, float)) else None,
             "saved_loss": _pair(state.get("last_loss")),
             "precision": _precision(state),
+            "threads": _threads(state),
             "learning_rate": _number(state.get("learning_rate")),
             "diverged": _divergences(state.get("diverged")),
             "warp_off_from": _iteration(state.get("warp_off_from")),
@@ -294,14 +295,33 @@ def _precision(state: dict[str, Any]) -> dict[str, Any] | None:
     policy = state.get("precision")
     if not isinstance(policy, str):
         return None
-    choice = state.get("precision_choice")
-    rates = choice.get("images_per_second") if isinstance(choice, dict) else None
-    measured = {label(str(k)): float(v) for k, v in rates.items()
-                if isinstance(v, (int, float))} if isinstance(rates, dict) else {}
     setting = state.get("precision_setting")
     return {"policy": label(policy),
             "setting": setting if isinstance(setting, str) else None,
-            "images_per_second": measured if setting == "auto" else {}}
+            "images_per_second": _measured(state.get("precision_choice"), label)
+            if setting == "auto" else {}}
+
+
+def _threads(state: dict[str, Any]) -> dict[str, Any] | None:
+    """TensorFlow's thread layout a model trains in and, when ``auto`` chose it, what was
+    measured: ``{"layout": "per-op", "setting": "auto", "images_per_second": {"shared": ...}}``
+    (None where training left TensorFlow's default, unchosen)."""
+    layout = state.get("threads")
+    if not isinstance(layout, str):
+        return None
+    setting = state.get("threads_setting")
+    return {"layout": layout, "setting": setting if isinstance(setting, str) else None,
+            "images_per_second": _measured(state.get("threads_choice"))
+            if setting == "auto" else {}}
+
+
+def _measured(choice: Any, name: Callable[[str], str] = str) -> dict[str, float]:
+    """The images per second an ``auto`` choice recorded, by candidate (numbers only)."""
+    rates = choice.get("images_per_second") if isinstance(choice, dict) else None
+    if not isinstance(rates, dict):
+        return {}
+    return {name(str(k)): float(v) for k, v in rates.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _number(value: Any) -> float | None:

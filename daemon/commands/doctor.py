@@ -100,13 +100,22 @@ def check_tensorflow(gpu: str) -> tuple[str, str]:
 
 
 def check_precision(trainer: str, batch_size: int) -> tuple[str, str]:
-    """What ``precision = "auto"`` picks here, by timing the default trainer (a new model
-    measures its own trainer and batch size the same way)."""
-    from hotfolders import precision
+    """What ``precision = "auto"`` and ``threads = "auto"`` pick here, by timing the default
+    trainer (a new model measures its own trainer and batch size the same way)."""
+    from hotfolders import precision, quiet, threads
 
-    _, choice = precision.choose("auto", trainer, batch_size)
-    return OK, (f"auto -> {precision.describe(choice)}, {trainer} at batch {batch_size}; "
-                f"CPU: {precision.describe_cpu()}")
+    tf = quiet.import_tensorflow()
+    rates, layout = None, ""
+    if not tf.config.get_visible_devices("GPU") and threads.cores() > 1:
+        try:
+            _, layout_choice, rates = threads.decide(trainer, batch_size, "mae+dssim",
+                                                     precision.candidates("auto"))
+            layout = f"; threads auto -> {threads.describe(layout_choice)}"
+        except RuntimeError as exc:
+            layout = f"; threads: could not time the layouts ({exc})"
+    _, choice = precision.choose("auto", trainer, batch_size, rates=rates)
+    return OK, (f"auto -> {precision.describe(choice)}{layout}, {trainer} at batch "
+                f"{batch_size}; CPU: {precision.describe_cpu()}")
 
 
 def check_disk(root: Path, min_free_gb: float) -> tuple[str, str]:

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hotfolders.devices import select_gpus
     from hotfolders.precision import describe as describe_precision
+    from hotfolders.threads import summary
     from hotfolders.training import train
 
     try:
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     gain = "" if result.plateau_gain is None else f", recent gain {result.plateau_gain:+.1%}"
     choice = result.precision_choice
     how = f"precision auto: {describe_precision(choice)}" if choice else result.precision
+    how += f"; threads {summary(result.threads, result.threads_choice)}"
     print(f"{result.model_dir}: {result.iterations} iterations (this run "
           f"{result.iterations - result.start_iteration}), loss A {result.loss_a:.4f}, "
           f"B {result.loss_b:.4f}, {result.images_per_second:.1f} img/s ({how})"
