@@ -193,12 +193,27 @@ def describe(choice: dict[str, Any]) -> str:
     return f"{label(choice['chosen'])} ({rates})"
 
 
-def reusable(previous: dict[str, Any] | None, trainer: str, batch_size: int) -> bool:
-    """Whether ``previous`` (a model's recorded choice) was measured on this machine for this
-    trainer and batch size, among the precisions this device has."""
+def record(chosen: str, rates: dict[str, float], trainer: str, batch_size: int,
+           here: dict[str, str], started: float) -> dict[str, Any]:
+    """What an ``auto`` choice keeps in the model's state: the choice, the images per second
+    behind it, and the machine, trainer and batch size it holds for (see :func:`measured_here`)."""
+    return {"chosen": chosen, "images_per_second": {k: round(v, 1) for k, v in rates.items()},
+            "machine": here["id"], "machine_name": here["name"], "trainer": trainer,
+            "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 1),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def measured_here(previous: dict[str, Any] | None, trainer: str, batch_size: int) -> bool:
+    """Whether ``previous`` (a model's recorded :func:`record`) was measured on this machine
+    for this trainer and batch size."""
     return bool(previous) and previous.get("machine") == machine()["id"] and previous.get(
-        "trainer") == trainer and previous.get("batch_size") == batch_size and previous.get(
-        "chosen") in ("float32", reduced_policy())
+        "trainer") == trainer and previous.get("batch_size") == batch_size
+
+
+def reusable(previous: dict[str, Any] | None, trainer: str, batch_size: int) -> bool:
+    """Whether ``previous`` was :func:`measured_here`, for a precision this device has."""
+    return measured_here(previous, trainer, batch_size) and previous.get("chosen") in (
+        "float32", reduced_policy())
 
 
 def choose(precision: str, trainer: str, batch_size: int, loss: str = "mae+dssim",
@@ -224,11 +239,7 @@ def choose(precision: str, trainer: str, batch_size: int, loss: str = "mae+dssim
     timed_here = not rates or set(rates) != set(candidates("auto"))
     if timed_here:
         rates = measure(trainer, batch_size, loss)
-    choice = {"chosen": pick(rates), "images_per_second": {p: round(r, 1)
-                                                           for p, r in rates.items()},
-              "machine": here["id"], "machine_name": here["name"], "trainer": trainer,
-              "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 1),
-              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    choice = record(pick(rates), rates, trainer, batch_size, here, started)
     log.info("precision auto: %s %s on %s%s", "measured" if timed_here else "chose",
              describe(choice), here["name"], f" in {choice['seconds']:.1f} s" if timed_here
              else " (from the thread layouts' figures)")
@@ -236,5 +247,6 @@ def choose(precision: str, trainer: str, batch_size: int, loss: str = "mae+dssim
 
 
 __all__ = ["PRECISIONS", "best_rates", "candidates", "choose", "cpu_flags", "describe",
-           "describe_cpu", "machine", "measure", "pick", "reduced_policy", "reusable",
+           "describe_cpu", "machine", "measure", "measured_here", "pick", "record",
+           "reduced_policy", "reusable",
            "runner", "time_block"]

@@ -145,10 +145,8 @@ def reusable(previous: dict[str, Any] | None, trainer: str, batch_size: int,
     """Whether ``previous`` (a model's recorded choice) was measured on this machine for this
     trainer and batch size, with these precisions among those timed (a resumed model keeps
     the precision it chose, one of those it timed)."""
-    return bool(previous) and previous.get("machine") == precision.machine()["id"] and (
-        previous.get("trainer") == trainer and previous.get("batch_size") == batch_size
-        and set(policies) <= set(previous.get("policies") or ())
-        and previous.get("chosen") in LAYOUTS)
+    return precision.measured_here(previous, trainer, batch_size) and set(policies) <= set(
+        previous.get("policies") or ()) and previous.get("chosen") in LAYOUTS
 
 
 def choose(threads: str, trainer: str, batch_size: int, loss: str, policies: tuple[str, ...],
@@ -191,11 +189,8 @@ def decide(trainer: str, batch_size: int, loss: str, policies: tuple[str, ...]
     rates = measure(trainer, batch_size, loss, policies)
     speed = {layout: by_policy[precision.pick(by_policy)] for layout, by_policy in rates.items()}
     chosen = "per-op" if speed["per-op"] >= MARGIN * speed["shared"] else "shared"
-    choice = {"chosen": chosen, "images_per_second": {k: round(v, 1) for k, v in speed.items()},
-              "policies": list(policies), "machine": here["id"], "machine_name": here["name"],
-              "trainer": trainer, "batch_size": batch_size,
-              "seconds": round(time.perf_counter() - started, 1),
-              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    choice = {**precision.record(chosen, speed, trainer, batch_size, here, started),
+              "policies": list(policies)}
     log.info("threads auto: measured %s on %s in %.1f s", describe(choice), here["name"],
              choice["seconds"])
     return chosen, choice, rates[chosen]
