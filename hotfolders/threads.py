@@ -198,7 +198,7 @@ def decide(trainer: str, batch_size: int, loss: str, policies: tuple[str, ...]
 
 def describe(choice: dict[str, Any]) -> str:
     """``per-op (shared 384 img/s, per-op 425 img/s)``."""
-    rates = ", ".join(f"{k} {v:.0f} img/s" for k, v in choice["images_per_second"].items())
+    rates = ", ".join(f"{k} {precision.speed(v)}" for k, v in choice["images_per_second"].items())
     return f"{choice['chosen']} ({rates})"
 
 

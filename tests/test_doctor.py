@@ -35,15 +35,15 @@ def test_doctor_passes_on_a_fresh_root(tmp_path):
     assert all(v in ("ok", "warn") for v in rows.values()), result.stdout
     assert result.returncode == 0 and "all checks passed" in result.stdout
     assert "inotify works" in result.stdout
-    measured = re.search(r"auto -> (\w+) \(float32 (\d+) img/s, bfloat16 (\d+) img/s\)",
+    measured = re.search(r"auto -> (\w+) \(float32 ([\d.]+) img/s, bfloat16 ([\d.]+) img/s\)",
                          result.stdout)  # timed here: the faster of the two, float32 on a tie
     assert measured, result.stdout
-    chosen, f32, bf16 = measured[1], int(measured[2]), int(measured[3])
+    chosen, f32, bf16 = measured[1], float(measured[2]), float(measured[3])
     assert chosen == ("bfloat16" if bf16 >= 1.05 * f32 else "float32")
-    layouts = re.search(r"threads auto -> ([\w-]+) \(shared (\d+) img/s, per-op (\d+) img/s\)",
-                        result.stdout)  # each timed in a worker process of its own
+    layouts = re.search(  # each timed in a worker process of its own
+        r"threads auto -> ([\w-]+) \(shared ([\d.]+) img/s, per-op ([\d.]+) img/s\)", result.stdout)
     assert layouts, result.stdout
-    layout, shared, per_op = layouts[1], int(layouts[2]), int(layouts[3])
+    layout, shared, per_op = layouts[1], float(layouts[2]), float(layouts[3])
     assert layout == ("per-op" if per_op >= 1.05 * shared else "shared")
     # the precision was chosen from the figures of the chosen layout
     assert {"shared": shared, "per-op": per_op}[layout] == {"float32": f32, "bfloat16": bf16}[chosen]

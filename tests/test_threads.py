@@ -25,6 +25,8 @@ def test_layouts_and_settings_without_measuring():
     choice = {"chosen": "per-op", "images_per_second": {"shared": 344.2, "per-op": 395.0}}
     assert threads.summary("per-op", choice) == "auto: per-op (shared 344 img/s, per-op 395 img/s)"
     assert threads.summary("shared", choice) == "shared as set"  # set since it was measured
+    slow = {"chosen": "shared", "images_per_second": {"shared": 3.56, "per-op": 3.44}}
+    assert threads.describe(slow) == "shared (shared 3.6 img/s, per-op 3.4 img/s)"
 
 
 def test_a_recorded_choice_holds_on_its_machine_for_its_trainer_and_precisions():

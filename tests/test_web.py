@@ -785,3 +785,12 @@ def test_learning_rates_read_as_people_write_them(value, text):
     from web_status.fmt import rate
 
     assert rate(value) == text
+
+
+@pytest.mark.parametrize("value, text", [(387.4, "387 img/s"), (10.0, "10 img/s"),
+                                         (3.56, "3.6 img/s"), (3.44, "3.4 img/s"),
+                                         ("x", "–"), (None, "–")])
+def test_training_speeds_keep_a_decimal_below_10_img_s(value, text):
+    from web_status.fmt import speed
+
+    assert speed(value) == text  # whole numbers made dfaker's 3.6 against 3.4 read 4 against 3

@@ -207,6 +207,6 @@ def _register_filters(app: Flask) -> None:
     """Formatting for the page; all return plain strings, so Jinja still escapes them."""
     from . import fmt
 
-    for name in ("num", "ago", "clock", "loss", "rate", "filesize", "jobline",
+    for name in ("num", "ago", "clock", "loss", "rate", "speed", "filesize", "jobline",
                  "duration"):
         app.jinja_env.filters[name] = getattr(fmt, name)

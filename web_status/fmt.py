@@ -7,6 +7,8 @@ import time
 from calendar import timegm
 from typing import Any
 
+from hotfolders import precision
+
 
 def num(value: Any) -> str:
     if value is None or value == "":
@@ -73,6 +75,14 @@ def rate(value: Any) -> str:
     except (TypeError, ValueError):
         return "–"
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def speed(value: Any) -> str:
+    """Training images per second as the log and ``facedrop doctor`` write them."""
+    try:
+        return precision.speed(float(value))
+    except (TypeError, ValueError):
+        return "–"
 
 
 def filesize(value: Any) -> str:
