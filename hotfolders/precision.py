@@ -188,8 +188,8 @@ def pick(rates: dict[str, float]) -> str:
 
 
 def speed(images_per_second: float) -> str:
-    """``387 img/s``; under 10 img/s with one decimal, where whole numbers can make the
-    faster of two figures read as the slower (``dfaker``'s 3.6 and 3.4 read 4 and 3)."""
+    """``387 img/s``; under 10 img/s with one decimal, where whole numbers turn a gap under
+    the 5 % margin into a wide one (``dfaker``'s 3.4 and 3.6 img/s read 3 and 4)."""
     digits = 1 if images_per_second < 10 else 0
     return f"{images_per_second:.{digits}f} img/s"
 

@@ -793,4 +793,4 @@ def test_learning_rates_read_as_people_write_them(value, text):
 def test_training_speeds_keep_a_decimal_below_10_img_s(value, text):
     from web_status.fmt import speed
 
-    assert speed(value) == text  # whole numbers made dfaker's 3.6 against 3.4 read 4 against 3
+    assert speed(value) == text  # whole numbers made dfaker's 3.4 against 3.6 read 3 against 4
