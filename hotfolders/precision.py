@@ -195,7 +195,8 @@ def speed(images_per_second: float) -> str:
 
 
 def describe(choice: dict[str, Any]) -> str:
-    """``float32 (float32 105 img/s, bfloat16 81 img/s)``."""
+    """``float32 (float32 105 img/s, bfloat16 81 img/s)``: an ``auto`` choice (a precision's
+    or, through :func:`hotfolders.threads.describe`, a thread layout's) and the rates behind it."""
     rates = ", ".join(f"{label(p)} {speed(r)}" for p, r in choice["images_per_second"].items())
     return f"{label(choice['chosen'])} ({rates})"
 

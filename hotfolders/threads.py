@@ -197,9 +197,9 @@ def decide(trainer: str, batch_size: int, loss: str, policies: tuple[str, ...]
 
 
 def describe(choice: dict[str, Any]) -> str:
-    """``per-op (shared 384 img/s, per-op 425 img/s)``."""
-    rates = ", ".join(f"{k} {precision.speed(v)}" for k, v in choice["images_per_second"].items())
-    return f"{choice['chosen']} ({rates})"
+    """``per-op (shared 384 img/s, per-op 425 img/s)``, written as the precision's choice is
+    (a layout's name is its own label)."""
+    return precision.describe(choice)
 
 
 def summary(layout: str | None, choice: dict[str, Any] | None) -> str:
